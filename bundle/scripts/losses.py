@@ -1,0 +1,100 @@
+"""MoME's training loss: deep-supervised Dice + CE on the routed expert and on the fused output, mixed by a
+curriculum weight that :class:`scripts.handlers.CurriculumHandler` sets at every epoch start.
+
+The modality of every sample arrives as an explicit integer index (into the network's ``modalities``), never parsed
+from a file name; ``-1`` marks an unknown modality, and such a sample is supervised through the fused output only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from monai.losses import DeepSupervisionLoss, DiceCELoss
+from torch import nn
+
+__all__ = ["MoMELoss", "deep_supervision_weights", "prepare_batch", "seg_loss"]
+
+
+def deep_supervision_weights(levels: int) -> list[float]:
+    """nnU-Net's weights: halve per level, lowest resolution unweighted, normalised ([8,4,2,1,0]/15 for 5)."""
+    if levels < 1:
+        raise ValueError(f"need at least one deep-supervision level, got {levels}")
+    weights = [0.5**i for i in range(levels)]
+    if levels > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def seg_loss(levels: int) -> DeepSupervisionLoss:
+    """nnU-Net's segmentation loss: soft Dice without background (per sample, smooth 1e-5) + cross-entropy."""
+    dice_ce = DiceCELoss(
+        include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5, smooth_dr=1e-5, batch=False
+    )
+    return DeepSupervisionLoss(dice_ce, weights=deep_supervision_weights(levels))
+
+
+class MoMELoss(nn.Module):
+    """``L = w * L_expert + (1 - w) * L_MoME`` per sample, averaged over the batch.
+
+    ``L_expert`` supervises, for each sample, only the expert of its modality; ``L_MoME`` supervises the fused
+    output. A sample of unknown modality contributes ``L_MoME`` alone. Terms with zero weight are not computed, so
+    at ``w = 1`` the gate and the non-routed experts receive no gradient at all.
+
+    The reference implementation sums ``L_expert`` over the batch; here both terms are batch means, so the
+    mix does not depend on the batch size (at the reference batch size of 2 its expert term is twice ours).
+    """
+
+    def __init__(self, levels: int, expert_weight: float = 1.0) -> None:
+        super().__init__()
+        self.seg_loss = seg_loss(levels)
+        self.expert_weight = expert_weight
+
+    def forward(self, pred: Mapping[str, Sequence], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        label = target["label"]
+        modality = target["modality"].to(label.device).long().view(-1)
+        fused, experts = pred["fused"], pred["experts"]
+        batch = label.shape[0]
+        if modality.numel() != batch:
+            raise ValueError(f"got {modality.numel()} modality indices for a batch of {batch}")
+        if int(modality.max()) >= len(experts) or int(modality.min()) < -1:
+            raise ValueError(f"modality indices must be in [-1, {len(experts) - 1}], got {modality.tolist()}")
+        w = float(self.expert_weight)
+        known = modality >= 0
+        n_known = int(known.sum())
+        loss = label.new_zeros(())
+        if n_known and w > 0:
+            idx = known.nonzero().view(-1)
+            routed = [torch.stack([experts[int(modality[b])][level][b] for b in idx]) for level in range(len(fused))]
+            loss = loss + w * n_known / batch * self.seg_loss(routed, label[idx])
+        if n_known and w < 1:
+            loss = loss + (1 - w) * n_known / batch * self._fused_loss(fused, label, known)
+        if n_known < batch:
+            loss = loss + (batch - n_known) / batch * self._fused_loss(fused, label, ~known)
+        return loss
+
+    def _fused_loss(self, fused: Sequence[torch.Tensor], label: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if bool(rows.all()):
+            return self.seg_loss(list(fused), label)
+        return self.seg_loss([f[rows] for f in fused], label[rows])
+
+
+def prepare_batch(
+    batchdata: Mapping[str, torch.Tensor],
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    **kwargs,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Ignite ``prepare_batch`` for :class:`MoMELoss`: ``(image, {"label", "modality"})``.
+
+    A batch without a ``modality`` key (e.g. from MONAI Label, which passes only image and label) is treated as
+    unknown modality throughout.
+    """
+    image = batchdata["image"].to(device=device, non_blocking=non_blocking, **kwargs)
+    label = batchdata["label"].to(device=device, non_blocking=non_blocking, **kwargs)
+    modality = batchdata.get("modality")
+    if modality is None:
+        modality = torch.full((image.shape[0],), -1, dtype=torch.long)
+    modality = torch.as_tensor(modality).long().view(-1).to(device=device)
+    return image, {"label": label, "modality": modality}
