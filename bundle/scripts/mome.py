@@ -147,11 +147,8 @@ class MoME(nn.Module):
 
     def fuse(self, weights: torch.Tensor, expert_logits: Sequence[torch.Tensor]) -> torch.Tensor:
         """Fused logits = sum_k W_k * Y_k, with W of shape (B, K*C, ...) and each Y_k of shape (B, C, ...)."""
-        c = self.num_classes
-        fused = weights[:, :c] * expert_logits[0]
-        for k in range(1, len(expert_logits)):
-            fused = fused + weights[:, k * c : (k + 1) * c] * expert_logits[k]
-        return fused
+        per_expert = weights.unflatten(1, (len(expert_logits), self.num_classes))
+        return (per_expert * torch.stack(list(expert_logits), dim=1)).sum(dim=1)
 
     def forward(self, x: torch.Tensor, with_aux: bool = False) -> torch.Tensor | dict:
         self._check_input(x)

@@ -1,0 +1,1 @@
+"""Benchmarks: performance and fidelity harness (``make benchmark``)."""

@@ -1,0 +1,116 @@
+"""MoME overhead over its six U-Nets: eval forward and one training step, measured side by side.
+
+The reference is the sum of the six stand-alone ``PlainConvUNet`` costs (five experts on the image, the gate on a
+pre-built ``1 + K*features[0]``-channel input), using MoME's own sub-networks so the weights and kernels are the
+same. What MoME adds is the concatenation, the fusion and, in training, the two-term loss.
+
+    python benchmarks/bench_network.py [--smoke] [--presets small paper] [--reps 3] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import interleaved, machine  # noqa: E402
+from scripts.losses import MoMELoss, seg_loss  # noqa: E402
+from scripts.mome import PRESETS, MoME  # noqa: E402
+
+# (eval size, train size, train batch) per preset; the paper's 128^3 training step does not fit 24 GiB on CPU
+SIZES = {"small": (64, 64, 2), "paper": (128, 64, 2)}
+SMOKE_SIZES = {"small": (32, 32, 2), "paper": (64, 64, 1)}
+
+
+def eval_candidates(model: MoME, size: int) -> dict:
+    model.eval()
+    x = torch.randn(1, 1, size, size, size)
+    gate_in = torch.randn(1, model.gate.encoder.stages[0][0].convs[0].conv.in_channels, size, size, size)
+
+    def mome() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    def six_unets() -> None:
+        with torch.inference_mode():
+            for expert in model.experts:
+                expert(x)
+            model.gate(gate_in)
+
+    return {"mome": mome, "sum_of_unets": six_unets}
+
+
+def train_candidates(model: MoME, size: int, batch: int) -> dict:
+    model.train()
+    x = torch.randn(batch, 1, size, size, size)
+    y = (torch.rand(batch, 1, size, size, size) > 0.9).float()
+    modality = torch.arange(batch) % len(model.experts)
+    gate_in = torch.randn(batch, model.gate.encoder.stages[0][0].convs[0].conv.in_channels, size, size, size)
+    loss = MoMELoss(model.num_levels, expert_weight=0.5)
+    ds = seg_loss(model.num_levels)
+    nets = [*model.experts, model.gate]
+    optims = [torch.optim.SGD(n.parameters(), lr=1e-3, momentum=0.99, nesterov=True) for n in nets]
+    full = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.99, nesterov=True)
+
+    def mome() -> None:
+        full.zero_grad()
+        loss(model(x), {"label": y, "modality": modality}).backward()
+        full.step()
+
+    def six_unets() -> None:
+        for net, opt in zip(nets, optims, strict=True):
+            opt.zero_grad()
+            out = net(gate_in if net is model.gate else x)
+            # the gate has K*C outputs; score its first C channels, as a stand-alone U-Net would be scored
+            ds([o[:, : model.num_classes] for o in out], y).backward()
+            opt.step()
+
+    return {"mome": mome, "sum_of_unets": six_unets}
+
+
+def run(presets: list[str], reps: int, smoke: bool) -> dict:
+    torch.manual_seed(0)
+    results = {"machine": machine(), "smoke": smoke, "cases": []}
+    sizes = SMOKE_SIZES if smoke else SIZES
+    for preset in presets:
+        model = MoME(preset)
+        eval_size, train_size, batch = sizes[preset]
+        for kind, cands, shape in (
+            ("eval_forward", eval_candidates(model, eval_size), [1, 1, *[eval_size] * 3]),
+            ("train_step", train_candidates(model, train_size, batch), [batch, 1, *[train_size] * 3]),
+        ):
+            timed = interleaved(cands, reps=reps, warmup=0 if smoke else 1)
+            ratio = timed["mome"]["median_s"] / timed["sum_of_unets"]["median_s"]
+            case = {"preset": preset, "kind": kind, "input_shape": shape, "ratio": ratio, **timed}
+            results["cases"].append(case)
+            print(
+                f"{preset:6s} {kind:13s} {'x'.join(map(str, shape[2:])):>12s} b={shape[0]}  "
+                f"MoME {timed['mome']['median_s']:8.3f} s   six U-Nets {timed['sum_of_unets']['median_s']:8.3f} s   "
+                f"ratio {ratio:.3f}",
+                flush=True,
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition (for the test suite)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = run(args.presets, 1 if args.smoke else args.reps, args.smoke)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
