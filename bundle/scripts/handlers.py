@@ -1,15 +1,29 @@
-"""Ignite handlers for MoME training: the curriculum and the reference's gate-only gradient clipping."""
+"""Ignite handlers for MoME training: the curriculum, the reference's gate-only gradient clipping, and atomic
+checkpoints."""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
 from monai.engines import IterationEvents
+from monai.handlers import CheckpointSaver
 from torch import nn
 
-__all__ = ["CurriculumHandler", "GateGradientClipHandler", "curriculum_weight"]
+from scripts.atomic import save_torch
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "CurriculumHandler",
+    "GateGradientClipHandler",
+    "TrainingStateHandler",
+    "curriculum_weight",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,3 +84,95 @@ class GateGradientClipHandler:
             engine.scaler.unscale_(engine.optimizer)
         gate = getattr(self.network, "module", self.network).gate
         torch.nn.utils.clip_grad_norm_(gate.parameters(), self.max_norm)
+
+
+class _AtomicDiskSaver(BaseSaveHandler):
+    """Write each checkpoint to a temporary file and rename it into place."""
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+        self.dirname = Path(dirname)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        save_torch(checkpoint, self.dirname / (self.filename or filename))
+
+    def remove(self, filename: str) -> None:
+        # a fixed name is replaced by the next save; removing it first would leave a window with no model at all
+        if self.filename is None:
+            (self.dirname / filename).unlink(missing_ok=True)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` whose files are written atomically.
+
+    MONAI's own saver writes in place, so a crash or a concurrent reader (MONAI Label reloads ``model.pt`` when its
+    mtime changes) can see a truncated file, and with a fixed file name the old file is deleted before the new one
+    exists. Here a fixed name (``key_metric_filename``, ``final_filename``) is always replaced in one rename.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint, name in (
+            (self._final_checkpoint, kwargs.get("final_filename")),
+            (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
+            (self._interval_checkpoint, None),
+        ):
+            if checkpoint is not None:
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, name)
+
+
+class TrainingStateHandler:
+    """The resumable training state in one file: weights, optimizer, LR schedule, AMP scaler and the trainer's
+    epoch and iteration. Saved atomically after every epoch (by rank 0 only); restored at start when ``resume``.
+
+    It is a trainer handler that learns its trainer at ``attach``, so the config needs no reference from the
+    trainer's own handler list back to the trainer. The curriculum weight is a function of the epoch, so it
+    continues where it stopped too.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: object | None = None,
+        resume: bool = False,
+        map_location: str | torch.device | None = "cpu",
+    ) -> None:
+        self.path = Path(path)
+        self.objects: dict = {"model": network, "optimizer": optimizer}
+        if lr_scheduler is not None:
+            self.objects["lr_scheduler"] = lr_scheduler
+        self.resume = resume
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        self.objects["trainer"] = engine
+        if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
+            self.objects["scaler"] = engine.scaler
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def load(self, engine: Engine) -> None:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"resume requested but there is no training checkpoint at {self.path}")
+        max_epochs = engine.state.max_epochs
+        checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=False)
+        missing = sorted(set(self.objects) - set(checkpoint))
+        if missing:
+            raise KeyError(f"{self.path} lacks {missing}: not a training checkpoint of this bundle")
+        Checkpoint.load_objects(self.objects, checkpoint)
+        if engine.state.epoch >= max_epochs:
+            raise ValueError(f"{self.path} is at epoch {engine.state.epoch}; raise `epochs` above it to continue")
+        engine.state.max_epochs = max_epochs
+        logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}")
+
+    def save(self, engine: Engine) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return
+        state = {}
+        for name, obj in self.objects.items():
+            obj = getattr(obj, "module", obj)  # no DDP "module." prefix on disk
+            state[name] = obj.state_dict()
+        save_torch(state, self.path)

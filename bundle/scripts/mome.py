@@ -18,7 +18,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-__all__ = ["MODALITIES", "PRESETS", "MoME", "build_unet"]
+__all__ = ["MODALITIES", "PRESETS", "MoME", "UNet", "build_unet"]
 
 #: Expert order of the reference implementation; the index of a modality here is its expert.
 MODALITIES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR", "DWI")
@@ -32,13 +32,26 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def build_unet(in_channels: int, num_classes: int, preset: str = "small") -> PlainConvUNet:
-    """One nnU-Net ``PlainConvUNet`` (3^3 kernels, 2 convs per stage, InstanceNorm, LeakyReLU 0.01, He init)."""
+class UNet(PlainConvUNet):
+    """nnU-Net's ``PlainConvUNet`` that returns deep supervision in ``train()`` mode and one tensor in ``eval()``.
+
+    Same parameters and state-dict keys as the stock class, so nnU-Net weights load unchanged.
+    """
+
+    def train(self, mode: bool = True) -> UNet:
+        super().train(mode)
+        self.decoder.deep_supervision = mode
+        return self
+
+
+def build_unet(in_channels: int = 1, num_classes: int = 2, preset: str = "small") -> UNet:
+    """One nnU-Net U-Net (3^3 kernels, 2 convs per stage, InstanceNorm, LeakyReLU 0.01, He init): an expert,
+    the gate, or on its own a single-modality / universal baseline."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     shape = PRESETS[preset]
     n_stages = len(shape["features_per_stage"])
-    net = PlainConvUNet(
+    net = UNet(
         input_channels=in_channels,
         n_stages=n_stages,
         features_per_stage=shape["features_per_stage"],
@@ -113,13 +126,6 @@ class MoME(nn.Module):
         """Deep-supervision levels (one per decoder stage)."""
         return len(self.gate.decoder.stages)
 
-    def train(self, mode: bool = True) -> MoME:
-        """Deep supervision only while training: eval computes just the full-resolution heads."""
-        super().train(mode)
-        for net in (*self.experts, self.gate):
-            net.decoder.deep_supervision = mode
-        return self
-
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"MoME expects a (batch, {self.in_channels}, D, H, W) image, got shape {tuple(x.shape)}")
@@ -135,7 +141,7 @@ class MoME(nn.Module):
                 f"bottleneck, so at least one dimension must be >= {2 * self.stride}"
             )
 
-    def _decode(self, net: PlainConvUNet, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _decode(self, net: UNet, skips: list[torch.Tensor]) -> list[torch.Tensor]:
         out = net.decoder([self.dropout(s) for s in skips])
         return out if isinstance(out, list) else [out]
 

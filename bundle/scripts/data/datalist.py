@@ -1,0 +1,212 @@
+"""Build one MONAI (decathlon-style) datalist from the datasets a lab already has.
+
+Run from ``bundle/``::
+
+    python -m scripts.data.datalist --out datalist.json [--brats DIR] [--atlas DIR] [--isles DIR] [--msseg DIR]
+        [--wmh DIR] [--folder DIR] [--csv FILE] [--phantoms DIR] [--seed 0] [--val 0.2] [--test 0.2]
+        [--holdout DATASET ...]
+
+One item per (subject, modality) image: ``{image, label, modality, dataset, lesion_type, subject}``. Splits are by
+subject within each dataset (no subject in two splits), deterministic for a seed. Every image and label is read
+once to check it; the datalist is written atomically, or not at all if anything is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from scripts.atomic import save_json
+from scripts.data.converters import CONVERTERS, Item
+
+__all__ = ["PHANTOM_FOLDERS", "build", "check_item", "load", "main", "split"]
+
+SPLITS = ("training", "validation", "test")
+#: Where ``python -m scripts.phantoms`` puts each imitated dataset inside its output folder.
+PHANTOM_FOLDERS = {
+    "brats": ("brats2021", "brats_mets"),
+    "atlas": ("atlas2",),
+    "isles": ("isles2022",),
+    "msseg": ("msseg2016",),
+    "wmh": ("wmh2017",),
+}
+
+
+def _header(path: str) -> tuple[tuple[int, ...], np.ndarray]:
+    try:
+        img = nib.load(path)
+        shape = tuple(int(s) for s in img.shape)
+        np.asarray(img.dataobj)  # reads and decompresses everything: a truncated file fails here
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"unreadable or corrupt NIfTI file {path}: {e}") from e
+    return shape, img.affine
+
+
+def check_item(item: Item) -> None:
+    """The image and its label exist, are readable, 3D, and share one grid (shape and affine)."""
+    for key in ("image", "label"):
+        if not Path(item[key]).is_file():
+            raise FileNotFoundError(f"{key} file not found: {item[key]}")
+    shape, affine = _header(item["image"])
+    if len(shape) != 3:
+        raise ValueError(f"{item['image']}: expected a 3D image, got shape {shape}")
+    lshape, laffine = _header(item["label"])
+    if lshape != shape:
+        raise ValueError(f"label {item['label']} has shape {lshape} but its image {item['image']} has shape {shape}")
+    if not np.allclose(affine, laffine, atol=1e-3):
+        raise ValueError(
+            f"label {item['label']} is not on the grid of its image {item['image']}: affines differ\n"
+            f"image:\n{np.round(affine, 4)}\nlabel:\n{np.round(laffine, 4)}"
+        )
+
+
+def split(items: list[Item], val: float, test: float, seed: int, holdout: tuple[str, ...] = ()) -> dict:
+    """Assign whole subjects to splits, per dataset, in the given ratios; ``holdout`` datasets go to test only."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ValueError(f"split ratios must be >= 0 and sum to < 1, got val={val} test={test}")
+    subjects: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        if item["subject"] not in subjects[item["dataset"]]:
+            subjects[item["dataset"]].append(item["subject"])
+    unknown = set(holdout) - set(subjects)
+    if unknown:
+        raise ValueError(f"--holdout {sorted(unknown)}: no such dataset; found {sorted(subjects)}")
+    where: dict[tuple[str, str], str] = {}
+    for dataset, ids in subjects.items():
+        ids = sorted(ids)
+        random.Random(f"{seed}:{dataset}").shuffle(ids)
+        if dataset in holdout:
+            n_test, n_val = len(ids), 0
+        else:
+            n_test, n_val = round(test * len(ids)), round(val * len(ids))
+            if len(ids) - n_test - n_val < 1:  # keep at least one training subject
+                n_val = max(0, len(ids) - n_test - 1)
+                n_test = min(n_test, len(ids) - n_val - 1)
+        for i, sid in enumerate(ids):
+            where[(dataset, sid)] = "test" if i < n_test else "validation" if i < n_test + n_val else "training"
+    out: dict[str, list] = {name: [] for name in SPLITS}
+    for item in items:
+        out[where[(item["dataset"], item["subject"])]].append(item)
+    seen = {name: {(i["dataset"], i["subject"]) for i in out[name]} for name in SPLITS}
+    assert not (
+        seen["training"] & seen["validation"] or seen["training"] & seen["test"] or seen["validation"] & seen["test"]
+    )
+    return out
+
+
+def build(sources: dict[str, list[str]], wmh_other: str = "background", workers: int = 4) -> list[Item]:
+    """Run the converters on ``{flag: [folders]}`` and check every item; raises on the first problem."""
+    items: list[Item] = []
+    for flag, folders in sources.items():
+        for folder in folders:
+            convert = CONVERTERS[flag]
+            items += convert(folder, other=wmh_other) if flag == "wmh" else convert(folder)
+    images = Counter(i["image"] for i in items)
+    twice = [p for p, n in images.items() if n > 1]
+    if twice:
+        raise ValueError(f"image listed by more than one source: {twice[:3]}")
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(check_item, items))
+    return items
+
+
+def load(path: str | os.PathLike, split: str = "training", labels: bool = True) -> list[Item]:
+    """One split of a datalist, paths made absolute against the datalist's folder (what the configs call).
+
+    Items without ``modality`` are allowed (unknown modality); items without ``image`` (or ``label`` when
+    ``labels``) are errors naming the datalist and the item.
+    """
+    from monai.data import load_decathlon_datalist
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"dataset folder not found: {path.parent} (set --dataset_dir to the folder holding datalist.json)"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist not found: {path} (make one with `python -m scripts.data.datalist`)")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if split not in content:
+        raise KeyError(f"{path}: no '{split}' list; found keys {sorted(content)}")
+    for n, item in enumerate(content[split]):
+        for key in ("image", "label") if labels else ("image",):
+            if key not in item:
+                raise KeyError(f"{path}: item {n} of '{split}' has no '{key}': {item}")
+    return load_decathlon_datalist(path, is_segmentation=labels, data_list_key=split, base_dir=path.parent)
+
+
+def _relative(items: list[Item], base: Path) -> list[Item]:
+    out = []
+    for item in items:
+        item = dict(item)
+        for key in ("image", "label"):
+            item[key] = os.path.relpath(Path(item[key]).resolve(), base.resolve())
+        out.append(item)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.data.datalist", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
+    parser.add_argument("--out", required=True, type=Path, help="datalist JSON to write")
+    for flag, help_ in (
+        ("brats", "BraTS 2021 or BraTS 2023 (GLI/MET/...) training folder"),
+        ("atlas", "ATLAS v2.0 BIDS folder (ATLAS_2 or its Training folder)"),
+        ("isles", "ISLES 2022 BIDS folder"),
+        ("msseg", "MSSEG 2016 training folder"),
+        ("wmh", "MICCAI WMH 2017 training folder"),
+        ("folder", "nnU-Net raw dataset folder (dataset.json, imagesTr, labelsTr)"),
+        ("csv", "CSV with image,label[,modality,subject,dataset,lesion_type]"),
+    ):
+        parser.add_argument(f"--{flag}", action="append", default=[], metavar="PATH", help=help_)
+    parser.add_argument("--phantoms", type=Path, help="output folder of `python -m scripts.phantoms`")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val", type=float, default=0.2, help="validation share of subjects per dataset")
+    parser.add_argument("--test", type=float, default=0.2, help="test share of subjects per dataset")
+    parser.add_argument("--holdout", nargs="+", default=[], metavar="DATASET", help="datasets kept for test only")
+    parser.add_argument("--wmh-other", choices=("background", "lesion"), default="background")
+    args = parser.parse_args(argv)
+    sources = {flag: getattr(args, flag) for flag in CONVERTERS if getattr(args, flag)}
+    if args.phantoms:
+        if not args.phantoms.is_dir():
+            parser.error(f"--phantoms: not a folder: {args.phantoms}")
+        for flag, names in PHANTOM_FOLDERS.items():
+            found = [str(args.phantoms / n) for n in names if (args.phantoms / n).is_dir()]
+            sources[flag] = sources.get(flag, []) + found
+    if not any(sources.values()):
+        parser.error(
+            "give at least one dataset (--brats, --atlas, --isles, --msseg, --wmh, --folder, --csv, --phantoms)"
+        )
+    try:
+        items = build(sources, args.wmh_other)
+        datalist = split(items, args.val, args.test, args.seed, tuple(args.holdout))
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+    base = args.out.parent
+    datalist = {name: _relative(datalist[name], base) for name in SPLITS}
+    save_json({"description": "MoME datalist (python -m scripts.data.datalist)", **datalist}, args.out)
+    counts = Counter((i["dataset"], i["modality"] or "unknown", s) for s in SPLITS for i in datalist[s])
+    for (dataset, modality, name), n in sorted(counts.items()):
+        print(f"{dataset:16s} {modality:8s} {name:10s} {n:5d}")
+    print(f"wrote {args.out}: " + ", ".join(f"{len(datalist[s])} {s}" for s in SPLITS))
+    return datalist
+
+
+if __name__ == "__main__":
+    main()

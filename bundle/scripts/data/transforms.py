@@ -1,0 +1,121 @@
+"""MONAI dictionary transforms the configs use besides MONAI's own: lesion label, modality index, registration.
+
+Everything else in the preprocessing (orientation, spacing, template mask, crop, z-score) is stock MONAI, listed
+in the configs, and inverted by MONAI's ``Invertd`` so predictions land on the input image's own grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import InvertibleTransform, MapTransform
+from monai.utils import TraceKeys, ensure_tuple_rep
+
+from scripts.data.geometry import resample
+from scripts.data.modality import modality_index
+from scripts.data.registration import register_to_template
+from scripts.data.template import mni_template
+from scripts.mome import MODALITIES
+
+__all__ = ["LesionLabeld", "ModalityIndexd", "RegisterToTemplated"]
+
+
+class LesionLabeld(MapTransform):
+    """Binary lesion mask (float 0/1) from a dataset label map.
+
+    An item may carry ``label_values``: the label values that count as lesion (e.g. ``[1]`` for MICCAI WMH 2017,
+    where 2 is "other pathology"). Without it, every non-zero value is lesion (BraTS: whole tumour). The key is
+    removed so that items with and without it collate together.
+    """
+
+    def __init__(self, keys: KeysCollection = "label", values_key: str = "label_values", allow_missing_keys=True):
+        super().__init__(keys, allow_missing_keys)
+        self.values_key = values_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        values = d.pop(self.values_key, None)
+        for key in self.key_iterator(d):
+            label = d[key]
+            lesion = torch.isin(label, torch.as_tensor(values, dtype=label.dtype)) if values else label > 0
+            d[key] = lesion.to(torch.float32)
+        return d
+
+
+class ModalityIndexd(MapTransform):
+    """Replace the item's modality name by its expert index (``-1`` when missing or unknown).
+
+    An unrecognised name is an error naming the image, because a typo would silently disable expert routing.
+    """
+
+    def __init__(self, key: str = "modality", modalities: Sequence[str] = MODALITIES, image_key: str = "image"):
+        super().__init__(key, allow_missing_keys=True)
+        self.key, self.modalities, self.image_key = key, tuple(modalities), image_key
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        image = d.get(self.image_key)
+        where = image if isinstance(image, str) else getattr(image, "meta", {}).get("filename_or_obj", "a data item")
+        d[self.key] = modality_index(d.get(self.key), self.modalities, where=f"datalist item {where}")
+        return d
+
+
+class RegisterToTemplated(MapTransform, InvertibleTransform):
+    """Affinely register the image to MNI152 and resample every key onto the template's crop box at ``spacing``.
+
+    The registration is computed from ``image_key`` alone (never from a label) and applied to all keys; images are
+    resampled trilinearly, labels with nearest neighbour. The inverse maps a prediction back onto the native grid.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_key: str = "image",
+        spacing: float = 1.0,
+        order: Sequence[int] | int = (1, 0),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+        self.spacing = float(spacing)
+        self.order = ensure_tuple_rep(order, len(self.keys))
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        image = d[self.image_key]
+        matrix = register_to_template(np.asarray(image[0], np.float32), np.asarray(image.affine, float))
+        template = mni_template(self.spacing)
+        for key, order in self.key_iterator(d, self.order):
+            x = d[key]
+            native = np.asarray(x.affine, float)
+            out = resample(np.asarray(x), native, template.affine, template.image.shape, order, world=matrix)
+            y = MetaTensor(torch.as_tensor(out, dtype=x.dtype))
+            y.copy_meta_from(x)
+            self.push_transform(
+                y,
+                orig_size=tuple(x.shape[1:]),
+                affine=np.linalg.inv(native) @ template.affine,
+                extra_info={"matrix": matrix.tolist(), "native_affine": native.tolist()},
+            )
+            d[key] = y
+        return d
+
+    def inverse(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key, order in self.key_iterator(d, self.order):
+            x = d[key]
+            info = self.pop_transform(x)
+            matrix = np.asarray(info[TraceKeys.EXTRA_INFO]["matrix"], float)
+            native = np.asarray(info[TraceKeys.EXTRA_INFO]["native_affine"], float)
+            size = [int(s) for s in info[TraceKeys.ORIG_SIZE]]
+            source = np.asarray(x.affine, float)
+            out = resample(x.detach().cpu().numpy(), source, native, size, order, world=np.linalg.inv(matrix))
+            y = MetaTensor(torch.as_tensor(out, dtype=x.dtype))
+            y.copy_meta_from(x)
+            y.affine = torch.as_tensor(native, dtype=torch.float64)
+            d[key] = y
+        return d

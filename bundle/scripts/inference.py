@@ -1,0 +1,120 @@
+"""Whole-volume inference: sliding window with Gaussian blending, optional mirroring TTA and bf16 autocast.
+
+Window outputs are accumulated in float32 whatever the autocast dtype (the reference accumulates in float16, which
+can overflow with MoME's unbounded fused logits). Also: the image list an inference run works on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.inferers import Inferer, SlidingWindowInferer
+
+__all__ = ["MirroredSlidingWindowInferer", "list_images", "missing_weights"]
+
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def _float32(out):
+    if isinstance(out, dict):
+        return {k: v.float() for k, v in out.items()}
+    return out.float()
+
+
+def _flip(out, dims: tuple[int, ...]):
+    if not dims:
+        return out
+    if isinstance(out, dict):
+        return {k: torch.flip(v, dims) for k, v in out.items()}
+    return torch.flip(out, dims)
+
+
+class MirroredSlidingWindowInferer(Inferer):
+    """MONAI's ``SlidingWindowInferer`` averaged over all mirror combinations of ``mirror_axes`` (nnU-Net TTA).
+
+    ``mirror_axes=(0, 1, 2)`` gives nnU-Net's 8 passes; ``()`` a single pass. With ``bf16`` the network runs under
+    bfloat16 autocast. Networks returning a dict (``MoME(..., with_aux=True)``) are handled per key.
+    """
+
+    def __init__(
+        self,
+        roi_size: Sequence[int],
+        overlap: float = 0.5,
+        sw_batch_size: int = 1,
+        mode: str = "gaussian",
+        mirror_axes: Sequence[int] = (),
+        bf16: bool = False,
+        **network_kwargs,
+    ) -> None:
+        super().__init__()
+        self.window = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode)
+        self.mirror_axes = tuple(int(a) for a in mirror_axes)
+        self.bf16 = bf16
+        self.network_kwargs = network_kwargs
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs):
+        def run(x: torch.Tensor):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                return _float32(network(x, *args, **self.network_kwargs, **kwargs))
+
+        total, count = None, 0
+        for n in range(len(self.mirror_axes) + 1):
+            for axes in itertools.combinations(self.mirror_axes, n):
+                dims = tuple(2 + a for a in axes)
+                out = _flip(self.window(_flip(inputs, dims), run), dims)
+                if total is None:
+                    total = out
+                elif isinstance(out, dict):
+                    total = {k: total[k] + v for k, v in out.items()}
+                else:
+                    total = total + out
+                count += 1
+        if isinstance(total, dict):
+            return {k: v / count for k, v in total.items()}
+        return total / count
+
+
+def list_images(inputs: str | Sequence[str]) -> list[dict]:
+    """``[{"image": path}, ...]`` for image files and/or folders of images (any modality, no label needed).
+
+    Every file is opened and read before inference starts, so a missing, corrupt or non-3D file stops the run
+    with its name instead of failing hours later or being skipped.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    files: list[Path] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES))
+            if not found:
+                raise FileNotFoundError(f"no images ({', '.join(_SUFFIXES)}) in folder {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input image or folder not found: {path}")
+    for path in files:
+        if path.name.endswith((".nii", ".nii.gz")):
+            try:
+                img = nib.load(path)
+                np.asarray(img.dataobj)
+            except Exception as e:
+                raise ValueError(f"unreadable or corrupt image {path}: {e}") from e
+            if len(img.shape) != 3:
+                raise ValueError(f"{path}: expected one 3D image, got shape {img.shape}")
+    return [{"image": str(p)} for p in files]
+
+
+def missing_weights(path: str | Path) -> None:
+    """Stop with a message that says how to get weights (the bundle ships none)."""
+    raise FileNotFoundError(
+        f"no trained weights at {path}. Train first (python -m monai.bundle run --config_file configs/train.json "
+        "--dataset_dir DIR), convert the official release (python -m scripts.convert_official --src DIR), "
+        "or point --ckpt_path at a model.pt"
+    )
