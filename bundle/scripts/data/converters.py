@@ -88,7 +88,8 @@ def brats(root: str | Path) -> list[Item]:
 
 
 def atlas2(root: str | Path) -> list[Item]:
-    """ATLAS v2.0 BIDS: ``sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz`` + ``..._label-L_desc-T1lesion_mask``."""
+    """ATLAS v2.0 BIDS: ``sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz`` and the lesion mask
+    ``..._label-L_desc-T1lesion_mask.nii.gz`` beside it."""
     root = _root(root)
     search = root / "Training" if (root / "Training").is_dir() else root
     items = []
