@@ -117,3 +117,11 @@ def test_bad_constructor_arguments() -> None:
         MoME("small", gate_activation="sigmoid")
     with pytest.raises(ValueError, match="unknown preset"):
         build_unet(1, 2, "huge")
+
+
+def test_preset_is_read_back_from_weights() -> None:
+    from scripts.mome import preset_of
+
+    assert preset_of(MoME("small").state_dict()) == "small"
+    with pytest.raises(ValueError, match="matches no MoME preset"):
+        preset_of({"gate.x": torch.zeros(1)})

@@ -18,7 +18,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-__all__ = ["MODALITIES", "PRESETS", "MoME", "UNet", "build_unet"]
+__all__ = ["MODALITIES", "PRESETS", "MoME", "UNet", "build_unet", "preset_of"]
 
 #: Expert order of the reference implementation; the index of a modality here is its expert.
 MODALITIES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR", "DWI")
@@ -70,6 +70,19 @@ def build_unet(in_channels: int = 1, num_classes: int = 2, preset: str = "small"
     )
     net.apply(InitWeights_He(1e-2))
     return net
+
+
+def preset_of(state_dict: dict) -> str:
+    """The preset a MoME state dict was built with, read from its tensor shapes (for servers given only weights)."""
+    for name, shape in PRESETS.items():
+        widths = shape["features_per_stage"]
+        key = f"gate.encoder.stages.{len(widths) - 1}.0.convs.1.conv.weight"
+        if key in state_dict and state_dict[key].shape[0] == widths[-1] and (
+            f"gate.encoder.stages.{len(widths)}.0.convs.0.conv.weight" not in state_dict
+        ):
+            if state_dict["experts.0.encoder.stages.0.0.convs.0.conv.weight"].shape[0] == widths[0]:
+                return name
+    raise ValueError("state dict matches no MoME preset (" + ", ".join(PRESETS) + ")")
 
 
 class MoME(nn.Module):
