@@ -51,7 +51,7 @@ def test_eval_fusion_equals_hand_computation() -> None:
         expected = sum(w[:, 2 * k : 2 * k + 2] * logits[k] for k in range(5))
     assert w.shape == (2, 10, 32, 32, 32)
     torch.testing.assert_close(fused, expected)
-    torch.testing.assert_close(aux["pred"], expected)
+    torch.testing.assert_close(aux["logits"], expected)
     torch.testing.assert_close(aux["gate"], w)
     torch.testing.assert_close(aux["experts"], torch.cat(logits, 1))
 
@@ -63,7 +63,7 @@ def test_softmax_gate_normalises_over_experts() -> None:
     gate = aux["gate"].unflatten(1, (5, 2))
     torch.testing.assert_close(gate.sum(1), torch.ones_like(gate[:, 0]))
     expected = (gate * aux["experts"].unflatten(1, (5, 2))).sum(1)
-    torch.testing.assert_close(aux["pred"], expected)
+    torch.testing.assert_close(aux["logits"], expected)
 
 
 def test_eval_puts_every_submodule_in_eval_mode() -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "GateGradientClipHandler",
     "TrainingStateHandler",
     "curriculum_weight",
+    "load_expert_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,11 +90,14 @@ class GateGradientClipHandler:
 class _AtomicDiskSaver(BaseSaveHandler):
     """Write each checkpoint to a temporary file and rename it into place."""
 
-    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None, key: str | None = None) -> None:
         self.dirname = Path(dirname)
         self.filename = filename
+        self.key = key
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if self.key is not None:  # Ignite stores a lone object's state dict bare; keep the bundle's {"model": ...}
+            checkpoint = {self.key: checkpoint}
         save_torch(checkpoint, self.dirname / (self.filename or filename))
 
     def remove(self, filename: str) -> None:
@@ -107,18 +111,21 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     MONAI's own saver writes in place, so a crash or a concurrent reader (MONAI Label reloads ``model.pt`` when its
     mtime changes) can see a truncated file, and with a fixed file name the old file is deleted before the new one
-    exists. Here a fixed name (``key_metric_filename``, ``final_filename``) is always replaced in one rename.
+    exists. Here a fixed name (``key_metric_filename``, ``final_filename``) is always replaced in one rename. And
+    a single saved object keeps its name (``{"model": state_dict}``, the bundle convention) where Ignite would
+    store the bare state dict.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        key = next(iter(self.save_dict)) if len(self.save_dict) == 1 else None
         for checkpoint, name in (
             (self._final_checkpoint, kwargs.get("final_filename")),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
             (self._interval_checkpoint, None),
         ):
             if checkpoint is not None:
-                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, name)
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, name, key)
 
 
 class TrainingStateHandler:
@@ -176,3 +183,29 @@ class TrainingStateHandler:
             obj = getattr(obj, "module", obj)  # no DDP "module." prefix on disk
             state[name] = obj.state_dict()
         save_torch(state, self.path)
+
+
+def load_expert_weights(network: nn.Module, folder: str | os.PathLike) -> list[str]:
+    """Stage 1 -> stage 2 hand-over: load ``expert_<modality>.pt`` (from ``train_experts.json``) into each expert.
+
+    Unlike the reference, the 1x1x1 segmentation heads are loaded too (faster convergence; the reference starts
+    them from random). Experts without a file keep their initialisation, and say so; finding none is an error.
+    """
+    folder = Path(folder)
+    model = getattr(network, "module", network)
+    loaded = []
+    for k, modality in enumerate(model.modalities):
+        path = folder / f"expert_{modality}.pt"
+        if not path.is_file():
+            logger.warning(f"no stage-1 weights for the {modality} expert at {path}; it starts from scratch")
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            model.experts[k].load_state_dict(state.get("model", state), strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{path} does not fit the {modality} expert of this network: {e}") from e
+        loaded.append(modality)
+    if not loaded:
+        raise FileNotFoundError(f"experts_from={folder}: no expert_<modality>.pt files for {model.modalities}")
+    logger.info(f"experts initialised from stage 1: {', '.join(loaded)}")
+    return loaded

@@ -74,14 +74,22 @@ def build_unet(in_channels: int = 1, num_classes: int = 2, preset: str = "small"
 
 def preset_of(state_dict: dict) -> str:
     """The preset a MoME state dict was built with, read from its tensor shapes (for servers given only weights)."""
+    stage = "experts.0.encoder.stages.{}.0.convs.0.conv.weight"
     for name, shape in PRESETS.items():
         widths = shape["features_per_stage"]
-        key = f"gate.encoder.stages.{len(widths) - 1}.0.convs.1.conv.weight"
-        if key in state_dict and state_dict[key].shape[0] == widths[-1] and (
-            f"gate.encoder.stages.{len(widths)}.0.convs.0.conv.weight" not in state_dict
+        first, last = state_dict.get(stage.format(0)), state_dict.get(stage.format(len(widths) - 1))
+        deeper = stage.format(len(widths)) in state_dict
+        if (
+            first is not None
+            and last is not None
+            and not deeper
+            and (first.shape[0], last.shape[0])
+            == (
+                widths[0],
+                widths[-1],
+            )
         ):
-            if state_dict["experts.0.encoder.stages.0.0.convs.0.conv.weight"].shape[0] == widths[0]:
-                return name
+            return name
     raise ValueError("state dict matches no MoME preset (" + ", ".join(PRESETS) + ")")
 
 
@@ -180,4 +188,4 @@ class MoME(nn.Module):
             return {"fused": fused, "experts": experts}
         if not with_aux:
             return fused[0]
-        return {"pred": fused[0], "gate": weights[0], "experts": torch.cat([e[0] for e in experts], dim=1)}
+        return {"logits": fused[0], "gate": weights[0], "experts": torch.cat([e[0] for e in experts], dim=1)}

@@ -27,6 +27,7 @@ import numpy as np
 
 from scripts.atomic import save_json
 from scripts.data.converters import CONVERTERS, Item
+from scripts.data.modality import canonical_modality
 
 __all__ = ["PHANTOM_FOLDERS", "build", "check_item", "load", "main", "split"]
 
@@ -121,11 +122,14 @@ def build(sources: dict[str, list[str]], wmh_other: str = "background", workers:
     return items
 
 
-def load(path: str | os.PathLike, split: str = "training", labels: bool = True) -> list[Item]:
+def load(
+    path: str | os.PathLike, split: str = "training", labels: bool = True, modality: str | None = None
+) -> list[Item]:
     """One split of a datalist, paths made absolute against the datalist's folder (what the configs call).
 
     Items without ``modality`` are allowed (unknown modality); items without ``image`` (or ``label`` when
-    ``labels``) are errors naming the datalist and the item.
+    ``labels``) are errors naming the datalist and the item. ``modality`` keeps only that modality's images
+    (stage-1 expert training).
     """
     from monai.data import load_decathlon_datalist
 
@@ -146,7 +150,13 @@ def load(path: str | os.PathLike, split: str = "training", labels: bool = True) 
         for key in ("image", "label") if labels else ("image",):
             if key not in item:
                 raise KeyError(f"{path}: item {n} of '{split}' has no '{key}': {item}")
-    return load_decathlon_datalist(path, is_segmentation=labels, data_list_key=split, base_dir=path.parent)
+    items = load_decathlon_datalist(path, is_segmentation=labels, data_list_key=split, base_dir=path.parent)
+    if modality is not None:
+        wanted = canonical_modality(modality, where="the modality filter")
+        items = [i for i in items if canonical_modality(i.get("modality"), where=str(path)) == wanted]
+        if not items:
+            raise ValueError(f"{path}: no '{split}' images of modality {wanted}")
+    return items
 
 
 def _relative(items: list[Item], base: Path) -> list[Item]:
