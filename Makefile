@@ -28,7 +28,7 @@ demo: setup
 	$(PY) benchmarks/demo.py --out demo_output
 
 serve: setup
-	$(VENV)/bin/monailabel start_server --app monailabel_app --studies $(STUDIES) --host 127.0.0.1 --port $(PORT) --conf models mome
+	$(PY) -m monailabel.main start_server --app monailabel_app --studies $(STUDIES) --host 127.0.0.1 --port $(PORT) --conf models mome $(SERVE_CONF)
 
 benchmark: setup
 	$(PY) benchmarks/run_all.py

@@ -50,9 +50,7 @@ def interleaved(
             t = time.perf_counter()
             candidates[name]()
             times[name].append(time.perf_counter() - t)
-    return {
-        name: {"median_s": statistics.median(ts), "times_s": ts, "busy_before": busy} for name, ts in times.items()
-    }
+    return {name: {"median_s": statistics.median(ts), "times_s": ts, "busy_before": busy} for name, ts in times.items()}
 
 
 def machine() -> dict:

@@ -1,0 +1,168 @@
+"""Every ``--conf key value`` the MoME app understands, parsed and checked once when the app starts.
+
+MONAI Label hands the app its ``--conf`` pairs as strings (and, to training subprocesses, through the environment);
+a typo or a wrong type should stop the server at start with a message, not fail the first request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lib.bundle import bundle_module
+
+__all__ = ["LABELS", "MODEL_NAME", "AppOptions", "parse_bool", "parse_size"]
+
+MODEL_NAME = "mome"
+LABELS = {"lesion": 1}
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_bool(value: Any) -> bool:
+    """A real ``bool`` (the bundle's ``initialize`` rejects the string ``"false"``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_size(value: Any) -> list[int]:
+    """``[96, 128, 96]`` from ``"[96,128,96]"``, ``"96,128,96"`` or ``"64"`` (cubic)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",") if v.strip()]
+    sizes = [int(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+    if len(sizes) == 1:
+        sizes *= 3
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise ValueError(f"expected three positive sizes, got {value!r}")
+    return sizes
+
+
+#: Bundle knobs that both inference and fine-tuning take (the preprocessing must be the same in both).
+SHARED_KNOBS: dict[str, Callable[[Any], Any]] = {
+    "spacing": float,
+    "register": parse_bool,
+    "patch_size": parse_size,
+    "sw_roi_size": parse_size,
+}
+INFER_KNOBS: dict[str, Callable[[Any], Any]] = {"tta": parse_bool, "bf16": parse_bool, "overlap": float}
+TRAIN_KNOBS: dict[str, Callable[[Any], Any]] = {"batch_size": int, "learning_rate": float}
+
+#: Keys MONAI Label itself or its clients put into the conf; accepted and left alone.
+_FOREIGN = {"preload", "skip_scoring", "skip_strategies", "server_mode", "labels"}
+
+
+@dataclass
+class AppOptions:
+    """What the app serves and how (see the README's option table)."""
+
+    app_dir: Path
+    bundle: Path
+    model_dir: Path
+    weights: Path | None
+    preset: str | None = None
+    epochs: int = 5
+    val_split: float = 0.2
+    expert_weight: float = 0.5
+    scoring_max_images: int = 8
+    infer_overrides: dict[str, Any] = field(default_factory=dict)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def served_file(self) -> Path:
+        """Where fine-tuning writes, and the first place weights are looked for."""
+        return self.model_dir / "model.pt"
+
+    @property
+    def weight_candidates(self) -> list[Path | None]:
+        return [self.served_file, self.weights]
+
+    @classmethod
+    def from_conf(cls, app_dir: str | Path, conf: Mapping[str, Any]) -> AppOptions:
+        app_dir = Path(app_dir).resolve()
+        conf = dict(conf or {})
+        models = [m.strip() for m in str(conf.pop("models", MODEL_NAME)).split(",") if m.strip()]
+        if not models or any(m not in (MODEL_NAME, "all") for m in models):
+            raise ValueError(f"this app serves one model, '{MODEL_NAME}'; got --conf models {','.join(models)!r}")
+
+        bundle = Path(conf.pop("bundle", None) or app_dir.parent / "bundle").expanduser().resolve()
+        missing = [
+            f for f in ("inference.json", "train.json", "metadata.json") if not (bundle / "configs" / f).is_file()
+        ]
+        if missing:
+            raise ValueError(
+                f"--conf bundle {bundle}: not a MoME bundle (missing configs/{', configs/'.join(missing)})"
+            )
+
+        model_dir = Path(conf.pop("model_dir", None) or app_dir / "model" / MODEL_NAME).expanduser().resolve()
+        if model_dir == bundle or bundle in model_dir.parents:
+            raise ValueError(f"--conf model_dir {model_dir} is inside the bundle; the app never writes into {bundle}")
+
+        weights_conf = conf.pop("weights", None)
+        if weights_conf is None:
+            weights: Path | None = bundle / "models" / "model.pt"
+        elif str(weights_conf).strip().lower() in ("", "none"):
+            weights = None
+        else:
+            weights = Path(weights_conf).expanduser().resolve()
+            if not weights.is_file():
+                raise ValueError(f"--conf weights {weights}: no such file")
+
+        preset = str(conf.pop("preset", "auto")).strip()
+        presets = bundle_module(bundle, "scripts.mome").PRESETS
+        if preset.lower() != "auto" and preset not in presets:
+            raise ValueError(f"--conf preset {preset!r}: expected auto or one of {', '.join(presets)}")
+        options = cls(
+            app_dir=app_dir,
+            bundle=bundle,
+            model_dir=model_dir,
+            weights=weights,
+            preset=None if preset.lower() == "auto" else preset,
+        )
+        for name, parse in (
+            ("epochs", int),
+            ("val_split", float),
+            ("expert_weight", float),
+            ("scoring_max_images", int),
+        ):
+            if name in conf:
+                setattr(options, name, _parsed(name, conf.pop(name), parse))
+        if options.epochs < 1:
+            raise ValueError(f"--conf epochs must be >= 1, got {options.epochs}")
+        if not 0.0 <= options.val_split < 1.0:
+            raise ValueError(f"--conf val_split must be in [0, 1), got {options.val_split}")
+        if not 0.0 <= options.expert_weight <= 1.0:
+            raise ValueError(f"--conf expert_weight must be in [0, 1], got {options.expert_weight}")
+        if options.scoring_max_images < 1:
+            raise ValueError(f"--conf scoring_max_images must be >= 1, got {options.scoring_max_images}")
+
+        for name, parse in SHARED_KNOBS.items():
+            if name in conf:
+                value = _parsed(name, conf.pop(name), parse)
+                options.infer_overrides[name] = options.train_overrides[name] = value
+        for knobs, target in ((INFER_KNOBS, options.infer_overrides), (TRAIN_KNOBS, options.train_overrides)):
+            for name, parse in knobs.items():
+                if name in conf:
+                    target[name] = _parsed(name, conf.pop(name), parse)
+
+        unknown = sorted(k for k in conf if k not in _FOREIGN)
+        if unknown:
+            raise ValueError(f"unknown --conf key(s) {', '.join(unknown)}; see monailabel_app/README.md")
+        return options
+
+
+def _parsed(name: str, value: Any, parse: Callable[[Any], Any]) -> Any:
+    try:
+        return parse(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--conf {name} {value!r}: {e}") from e

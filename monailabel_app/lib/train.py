@@ -1,0 +1,298 @@
+"""Fine-tuning MoME on the datastore's final labels: MONAI Label's ``BundleTrainTask`` run on ``train.json``.
+
+What the stock task gets wrong for this app, and is changed here:
+
+* it reads and writes ``<bundle>/models`` (weights) and, for multi-GPU, ``<bundle>/configs`` (a merged config):
+  here weights, training state, logs and any merged config go to the app's model folder;
+* ``pretrained=False`` crashes (``os.path.exists(None)``), and the checkpoint is loaded non-strictly;
+* the datalist has only image and label: here each item carries the image's modality when it is known, so its
+  expert is trained too (unknown modality: fused loss only, as in the bundle);
+* multi-GPU through ``torchrun`` ignores the exit code, so a failed run is reported DONE; multi-GPU is also
+  attempted on machines without two CUDA devices when forced. Here the exit code is checked, a run that saves no
+  model fails, and multi-process training needs two or more CUDA devices;
+* the training config is re-read for every request, so one request's handlers never leak into the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import monai.bundle
+import torch
+from monai.bundle import ConfigParser
+from monai.data import partition_dataset
+from monai.handlers import CheckpointLoader
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
+
+from lib.bundle import ServedWeights, bundle_module, served_weights
+from lib.options import AppOptions
+
+__all__ = ["MoMETrainTask", "NoLabelsError", "modality_of"]
+
+logger = logging.getLogger(__name__)
+
+#: ``None`` as a config expression: ``monai.bundle.run`` drops overrides whose value is ``None``.
+_NONE = "$None"
+
+
+class NoLabelsError(RuntimeError):
+    """The datastore has no image with a final label to train on."""
+
+
+def modality_of(image_path: str, info: dict[str, Any], bundle: Path) -> str | None:
+    """The image's MR sequence: the datastore image info ``modality`` if set, else the file-name convention
+    ``<anything>_<sequence>.<ext>`` or ``<sequence>.<ext>`` (``case7_flair.nii.gz``, ``sub-01_T1w.nii.gz``,
+    ``FLAIR.nii.gz``), else ``None`` (unknown: the image trains the fused output only).
+
+    An explicit ``modality`` that is not a known name is an error (a typo would silently turn off routing); a file
+    name whose last part is not a sequence name is simply unknown.
+    """
+    canonical = bundle_module(bundle, "scripts.data.modality").canonical_modality
+    if info.get("modality") not in (None, ""):
+        return canonical(info["modality"], where=f"the datastore info of {Path(image_path).name}")
+    name = Path(image_path).name
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    token = name.rsplit("_", 1)[-1]
+    try:
+        return canonical(token)
+    except ValueError:
+        return None
+
+
+class MoMETrainTask(BundleTrainTask):
+    """Fine-tunes the served MoME (or trains from scratch when none exists) and writes ``<model_dir>/model.pt``.
+
+    Defaults suit a few newly labelled images: ``epochs`` epochs (5) of one pass over the data, validation every
+    epoch on ``val_split`` of the labelled images (at least one; with a single labelled image it is also the
+    validation image), no curriculum but a fixed mix ``expert_weight * L_expert + (1 - expert_weight) * L_fused``,
+    no workers, no caching. The best-by-validation weights are written atomically by the bundle's own handler, and
+    the inference task serves them from the next request on.
+    """
+
+    def __init__(self, options: AppOptions) -> None:
+        self.options = options
+        self._gpus: list[int] = []
+        self._pretrained: ServedWeights | None = None
+        super().__init__(str(options.bundle), conf={}, const=BundleConstants(), load_strict=True)
+        self.description = f"Fine-tune MoME on the datastore's final labels ({self.description})"
+
+    # --- what clients see -------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config.update(
+            max_epochs=self.options.epochs, val_split=self.options.val_split, pretrained=True, multi_gpu=False
+        )
+        config.pop("model_filename", None)  # the stock choice among <bundle>/models/*.pt; the app serves one file
+        return config
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["output"] = str(self.options.served_file)
+        return info
+
+    # --- one training request -------------------------------------------------------------------------------
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        self.bundle_config = self._load_bundle_config(self.bundle_path, self.bundle_config_path)
+        request = dict(request)
+        # a client that sends no options gets the app's defaults, not the stock task's 50 epochs
+        request["max_epochs"] = int(request.get("max_epochs") or self.options.epochs)
+        request["val_split"] = float(request.get("val_split", self.options.val_split))
+        self._gpus = self._multi_gpu_devices(request)
+        request["multi_gpu"] = request["force_multi_gpu"] = False  # the stock branch would write into the bundle
+        self._pretrained = self._pretrained_weights(request)
+        self.options.model_dir.mkdir(parents=True, exist_ok=True)
+        before = _stamp(self.options.served_file)
+        result = super().__call__(request, datastore)
+        if _stamp(self.options.served_file) == before:
+            raise RuntimeError(
+                f"training finished without writing {self.options.served_file}: no validation round completed "
+                "(see the training log above)"
+            )
+        weights = served_weights([self.options.served_file], self.options.bundle)
+        return {
+            **(result or {}),
+            "model": str(self.options.served_file),
+            "version": weights.version if weights else None,
+        }
+
+    def _pretrained_weights(self, request: dict[str, Any]) -> ServedWeights | None:
+        if not _truthy(request.get("pretrained", True)):
+            logger.info("pretrained=false: training MoME from scratch")
+            return None
+        weights = served_weights(self.options.weight_candidates, self.options.bundle)
+        if weights is None:
+            logger.info("no served weights yet: training MoME from scratch")
+        return weights
+
+    def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
+        items = []
+        for image_id in sorted(datastore.get_labeled_images()):
+            image = datastore.get_image_uri(image_id)
+            label_id = datastore.get_label_by_image_id(image_id, DefaultLabelTag.FINAL)
+            label = datastore.get_label_uri(label_id, DefaultLabelTag.FINAL) if label_id else ""
+            if not image or not label:
+                continue
+            item = {"image": image, "label": label}
+            modality = modality_of(image, datastore.get_image_info(image_id), self.options.bundle)
+            if modality:
+                item["modality"] = modality
+            items.append(item)
+        if not items:
+            raise NoLabelsError("no image in the datastore has a final label yet: save labels, then train")
+        known = sum("modality" in i for i in items)
+        logger.info(f"training on {len(items)} labelled images ({known} of known modality)")
+        return items
+
+    def _partition_datalist(
+        self, datalist: list[dict[str, Any]], request: dict[str, Any], shuffle: bool = False
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        val_split = float(request.get("val_split", self.options.val_split))
+        if len(datalist) < 2:
+            logger.warning("one labelled image: it is used for training and for validation")
+            return datalist, list(datalist)
+        n_val = max(1, round(len(datalist) * val_split)) if val_split > 0 else 0
+        if n_val == 0:
+            logger.warning("val_split 0: validating on the training images")
+            return datalist, list(datalist)
+        n_val = min(n_val, len(datalist) - 1)
+        train, val = partition_dataset(datalist, ratios=[len(datalist) - n_val, n_val], shuffle=True, seed=0)
+        return train, val
+
+    def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
+        weights = self._pretrained
+        if weights is None:
+            return
+        logger.info(f"fine-tuning from {weights.path} (preset {weights.preset})")
+        train_handlers.insert(
+            0,
+            {
+                "_target_": CheckpointLoader.__name__,
+                "load_path": str(weights.path),
+                "load_dict": {self.model_dict_key: f"$@{self.const.key_network()}"},
+                "strict": True,
+                "map_location": "cpu",
+            },
+        )
+
+    def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        epochs = int(overrides[self.const.key_train_trainer_max_epochs()])
+        preset = self._pretrained.preset if self._pretrained else self.options.preset
+        if preset is None:  # preset auto and training from scratch: keep the served network's shape if any
+            served = served_weights(self.options.weight_candidates, self.options.bundle)
+            preset = served.preset if served else None
+        if self._pretrained and self.options.preset and self.options.preset != self._pretrained.preset:
+            logger.warning(f"--conf preset {self.options.preset} ignored: the weights are {self._pretrained.preset}")
+        model_dir = self.options.model_dir
+        overrides.update(
+            {
+                "ckpt_dir": str(model_dir),
+                "output_dir": str(model_dir / "train"),
+                "model_file": self.options.served_file.name,
+                "state_file": "train_state.pt",
+                "epochs": epochs,
+                "iterations_per_epoch": _NONE,
+                "val_interval": 1,
+                "curriculum_power": _NONE,
+                "loss#expert_weight": self.options.expert_weight,
+                "resume": False,
+                "experts_from": _NONE,
+                "progress_bar": False,
+                "num_workers": 0,
+                "cache_rate": 0.0,
+                **self.options.train_overrides,
+            }
+        )
+        if preset:
+            overrides["preset"] = preset
+        return overrides
+
+    # --- running it -----------------------------------------------------------------------------------------
+    def _multi_gpu_devices(self, request: dict[str, Any]) -> list[int]:
+        """GPU indices for a multi-process run, or ``[]`` for a single process (always without 2+ CUDA devices)."""
+        wanted = _truthy(request.get("multi_gpu", False)) or _truthy(request.get("force_multi_gpu", False))
+        if not wanted:
+            return []
+        count = torch.cuda.device_count()
+        gpus = request.get("gpus", "all")
+        gpus = list(range(count)) if gpus in (None, "", "all") else [int(g) for g in str(gpus).split(",")]
+        if count < 2 or len(gpus) < 2:
+            logger.warning(
+                f"multi-GPU training needs two or more CUDA devices ({count} visible, {len(gpus)} requested): "
+                "training in a single process instead"
+            )
+            return []
+        return gpus
+
+    def run_single_gpu(self, request: dict[str, Any], overrides: dict[str, Any]) -> None:
+        if self._gpus:
+            self.run_multi_process(request, overrides, self._gpus)
+            return
+        monai.bundle.run(
+            run_id=request.get("run_id", "run"),
+            meta_file=self.bundle_metadata_path,
+            config_file=self.bundle_config_path,
+            logging_file=_existing(self.options.bundle / "configs" / "logging.conf"),
+            **overrides,
+        )
+
+    def run_multi_process(self, request: dict[str, Any], overrides: dict[str, Any], gpus: list[int]) -> None:
+        """``torchrun`` with the bundle's ``multi_gpu_train.json`` overlay; the merged config is written to the
+        model folder, and a non-zero exit code fails the request."""
+        configs = self.options.bundle / "configs"
+        overlay = next((configs / c for c in self.const.multi_gpu_configs() if (configs / c).is_file()), None)
+        if overlay is None:
+            raise FileNotFoundError(f"multi-GPU training needs {configs}/multi_gpu_train.json")
+        parser = ConfigParser()
+        parser.read_config(self.bundle_config_path)
+        for key, value in overrides.items():
+            parser[key] = value
+        merged = self.options.model_dir / "train" / "monailabel_train.json"
+        merged.parent.mkdir(parents=True, exist_ok=True)
+        ConfigParser.export_config_file(parser.get(), str(merged), indent=2)
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={len(gpus)}",
+            "-m",
+            "monai.bundle",
+            "run",
+            request.get("run_id", "run"),
+            "--meta_file",
+            self.bundle_metadata_path,
+            "--config_file",
+            f"['{merged}','{overlay}']",
+        ]
+        if _existing(configs / "logging.conf"):
+            cmd += ["--logging_file", str(configs / "logging.conf")]
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), self.bundle_path) if p)
+        logger.info(f"multi-GPU training: {' '.join(cmd)}")
+        code = subprocess.run(cmd, env=env, check=False).returncode
+        if code != 0:
+            raise RuntimeError(f"multi-GPU training failed (torchrun exit code {code})")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None

@@ -1,0 +1,75 @@
+"""One real server: ``monailabel start_server`` on 127.0.0.1, driven by MONAI Label's own ``MONAILabelClient``.
+
+info -> next sample -> infer -> save label -> train 1 epoch -> the served model changed (weights file, /info
+version, inference output) -> the uncertainty strategy returns an unlabelled image. The server is stopped by its
+PID. Data: 2 mm BraTS-like phantoms; weights: random small preset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monailabel.client import MONAILabelClient
+
+from benchmarks.bench_monailabel import PHANTOM_CONF, LocalServer, phantom_studies, random_weights, wait_for_training
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
+    studies, labels = phantom_studies(tmp_path, subjects=1)
+    studies_kept = {"BraTS2021_00000_flair", "BraTS2021_00000_t2", "BraTS2021_00000_t1ce"}
+    for image in studies.glob("*.nii.gz"):
+        if image.name[: -len(".nii.gz")] not in studies_kept:
+            image.unlink()
+    weights = random_weights(tmp_path / "model" / "model.pt")
+    # a large learning rate, so that one SGD step on one patch visibly changes a random network's output
+    conf = {**PHANTOM_CONF, "model_dir": str(weights.parent), "weights": "none", "learning_rate": "0.1"}
+    server = LocalServer(tmp_path, studies, conf)
+    server.start()
+    try:
+        client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+        info = client.info()
+        assert info["models"]["mome"]["ready"] is True and info["models"]["mome"]["weights"]["preset"] == "small"
+        assert info["labels"] == {"lesion": 1}
+        version = info["models"]["mome"]["weights"]["version"]
+
+        sample = client.next_sample("first", {})
+        assert sample["id"] == "BraTS2021_00000_flair"
+        image_id = sample["id"]
+
+        before_file, _ = client.infer("mome", image_id, {})
+        before = np.asarray(nib.load(before_file).dataobj)
+        image = nib.load(studies / f"{image_id}.nii.gz")
+        assert before.shape == image.shape and np.allclose(nib.load(before_file).affine, image.affine, atol=1e-4)
+
+        saved = client.save_label(image_id, str(labels[image_id]), tag="final")
+        assert saved["label"] == image_id
+
+        digest = _sha(weights)
+        client.train_start("mome", {"max_epochs": 1})
+        task = wait_for_training(client, timeout=300)
+        assert task["status"] == "DONE", "\n".join(task.get("details", [])) + server.tail()
+
+        new_version = client.info()["models"]["mome"]["weights"]["version"]
+        assert new_version != version
+        assert _sha(weights) != digest
+        after_file, _ = client.infer("mome", image_id, {})
+        after = np.asarray(nib.load(after_file).dataobj)
+        assert after.shape == before.shape and not np.array_equal(after, before)  # served without a restart
+
+        sample = client.next_sample("uncertainty", {})
+        assert sample["id"] in studies_kept - {image_id}
+        assert sample["mome_disagreement"] >= 0 and sample["mome_disagreement_model"] == new_version
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.poll() is not None
+    log = server.log.read_text(errors="replace")
+    assert "ProxyError" not in log and "Max retries exceeded" not in log  # nothing tried to download

@@ -1,0 +1,46 @@
+"""Upload checks: readable 3D volumes; labels of non-negative integers on their image's grid (NIfTI or NRRD)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import itk
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lib.volumes import VolumeError, check_image, check_label
+
+
+def _nifti(path: Path, array: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(array, np.diag([2.0, 2.0, 2.0, 1.0])), path)
+    return path
+
+
+def test_a_slicer_nrrd_label_is_checked_against_a_nifti_image(tmp_path: Path) -> None:
+    image = _nifti(tmp_path / "img.nii.gz", np.random.default_rng(0).random((10, 12, 14), dtype=np.float32))
+    label = np.zeros((10, 12, 14), np.uint8)
+    label[2:5, 3:6, 4:7] = 1
+    nrrd = tmp_path / "label.nrrd"
+    itk.imwrite(itk.image_from_array(label.transpose().copy()), str(nrrd))  # ITK arrays are z, y, x
+    assert check_label(nrrd, image).shape == (10, 12, 14)
+    itk.imwrite(itk.image_from_array(label[:, :, :10].transpose().copy()), str(nrrd))
+    with pytest.raises(VolumeError, match="does not match"):
+        check_label(nrrd, image)
+
+
+def test_singleton_fourth_axis_is_one_volume_but_four_sequences_are_not(tmp_path: Path) -> None:
+    assert check_image(_nifti(tmp_path / "a.nii.gz", np.ones((8, 8, 8, 1), np.float32))).shape == (8, 8, 8)
+    with pytest.raises(VolumeError, match="one image per sequence"):
+        check_image(_nifti(tmp_path / "b.nii.gz", np.ones((8, 8, 8, 4), np.float32)))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [(np.float32(0.5), "non-negative integers"), (np.float32(-1), "non-negative integers"), (np.nan, "NaN")],
+)
+def test_label_values_must_be_class_indices(tmp_path: Path, values: float, message: str) -> None:
+    label = np.zeros((8, 8, 8), np.float32)
+    label[0, 0, 0] = values
+    with pytest.raises(VolumeError, match=message):
+        check_label(_nifti(tmp_path / "l.nii.gz", label), None)
