@@ -25,7 +25,7 @@ test: setup lint
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) benchmarks/demo.py --out demo_output
+	cd bundle && ../$(PY) -m scripts.demo --out ../demo_output
 
 serve: setup
 	$(PY) -m monailabel.main start_server --app monailabel_app --studies $(STUDIES) --host 127.0.0.1 --port $(PORT) --conf models mome $(SERVE_CONF)
