@@ -56,7 +56,8 @@ def run(cmd: list[str], log: Path, steps: list[dict], title: str) -> None:
     steps.append({"step": title, "command": shown, "seconds": round(seconds, 1)})
     if result.returncode:
         tail = log.read_text().splitlines()[-25:]
-        raise SystemExit(f"step failed ({title}), exit code {result.returncode}; last lines of {log}:\n" + "\n".join(tail))
+        lines = "\n".join(tail)
+        raise SystemExit(f"step failed ({title}), exit code {result.returncode}; last lines of {log}:\n{lines}")
     print(f"   done in {seconds:.0f} s", flush=True)
 
 
@@ -110,9 +111,18 @@ def _report(report: Path, summary: dict, steps: list[dict], held_out: dict, args
     lines += ["## Expert-specialisation index (share of gate weight on the matching expert)", ""]
     for modality, share in summary.get("specialisation_index", {}).items():
         lines.append(f"- {modality}: {share:.3f} (uniform would be {1 / len(summary['gate_usage']['experts']):.3f})")
-    lines += ["", "## Held-out inference", "", f"`{held_out['image']}` ({held_out['dataset']}, "
-              f"{held_out['modality'] or 'unknown'}) -> `prediction/` in the image's own space; see `held_out.png`.",
-              "", "## Steps", "", "| step | seconds | command |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Held-out inference",
+        "",
+        f"`{held_out['image']}` ({held_out['dataset']}, "
+        f"{held_out['modality'] or 'unknown'}) -> `prediction/` in the image's own space; see `held_out.png`.",
+        "",
+        "## Steps",
+        "",
+        "| step | seconds | command |",
+        "|---|---|---|",
+    ]
     for s in steps:
         lines.append(f"| {s['step']} | {s['seconds']} | `{s['command']}` |")
     (report / "REPORT.md").write_text("\n".join(lines) + "\n")
@@ -124,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subjects", type=int, default=6, help="phantom subjects per imitated dataset")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
-    parser.add_argument("--patch", type=int, default=48, help="training patch edge (multiple of 16)")
+    parser.add_argument("--patch", type=int, default=32, help="training patch edge (multiple of 16)")
+    parser.add_argument("--batch", type=int, default=4, help="training batch size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -135,21 +146,74 @@ def main(argv: list[str] | None = None) -> None:
     log, steps = out / "demo.log", []
     started = time.monotonic()
 
-    run([sys.executable, "-m", "scripts.phantoms", "--out", str(data), "--subjects", str(args.subjects),
-         "--spacing", "2", "--seed", str(args.seed)], log, steps, "phantoms")
-    run([sys.executable, "-m", "scripts.data.datalist", "--out", str(data / "datalist.json"), "--phantoms",
-         str(data), "--val", "0.15", "--test", "0.2", "--seed", str(args.seed)], log, steps, "datalist")
+    run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.phantoms",
+            "--out",
+            str(data),
+            "--subjects",
+            str(args.subjects),
+            "--spacing",
+            "2",
+            "--seed",
+            str(args.seed),
+        ],
+        log,
+        steps,
+        "phantoms",
+    )
+    run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.data.datalist",
+            "--out",
+            str(data / "datalist.json"),
+            "--phantoms",
+            str(data),
+            "--val",
+            "0.15",
+            "--test",
+            "0.2",
+            "--seed",
+            str(args.seed),
+        ],
+        log,
+        steps,
+        "datalist",
+    )
     knobs = {"dataset_dir": str(data), "ckpt_dir": str(models), "num_workers": 2}
-    run(bundle_command(["train.json"], epochs=args.epochs, iterations_per_epoch=args.iterations,
-                       patch_size=[args.patch] * 3, batch_size=2, val_interval=max(1, args.epochs // 4),
-                       progress_bar=False, output_dir=str(out / "train"), **knobs), log, steps, "train")
+    run(
+        bundle_command(
+            ["train.json"],
+            epochs=args.epochs,
+            iterations_per_epoch=args.iterations,
+            patch_size=[args.patch] * 3,
+            batch_size=args.batch,
+            val_interval=max(1, args.epochs // 2),
+            progress_bar=False,
+            output_dir=str(out / "train"),
+            **knobs,
+        ),
+        log,
+        steps,
+        "train",
+    )
     run(bundle_command(["train.json", "evaluate.json"], output_dir=str(report), **knobs), log, steps, "evaluate")
 
     test = json.loads((data / "datalist.json").read_text())["test"]
     held_out = next(i for i in test if i["dataset"] == "BraTS2021" and i["modality"] == "FLAIR")
     image = data / held_out["image"]
-    run(bundle_command(["inference.json"], input=str(image), ckpt_dir=str(models),
-                       output_dir=str(report / "prediction")), log, steps, "inference")
+    run(
+        bundle_command(
+            ["inference.json"], input=str(image), ckpt_dir=str(models), output_dir=str(report / "prediction")
+        ),
+        log,
+        steps,
+        "inference",
+    )
     prediction = report / "prediction" / image.name.replace(".nii.gz", "_seg.nii.gz")
     _montage(image, prediction, data / held_out["label"], report / "held_out.png")
     summary = json.loads((report / "summary.json").read_text())
