@@ -41,7 +41,7 @@ def test_converted_model_equals_published_fusion(tmp_path: Path) -> None:
         feats = [net.encoder(x)[0] for net in experts]
         w = gate(torch.cat([x, *feats], 1))
         expected = sum(experts[k](x) * w[:, 2 * k : 2 * k + 2] for k in range(5))
-        torch.testing.assert_close(model(x), expected)
+        torch.testing.assert_close(model(x), expected, rtol=1e-3, atol=2e-4)
 
 
 def test_missing_expert_file_is_named(tmp_path: Path) -> None:

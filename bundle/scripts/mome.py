@@ -10,10 +10,12 @@ checkpoints load key for key (see ``convert_official.py``). The module knows not
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
@@ -179,13 +181,44 @@ class MoME(nn.Module):
 
     def forward(self, x: torch.Tensor, with_aux: bool = False) -> torch.Tensor | dict:
         self._check_input(x)
+        if not self.training:
+            return self._forward_lean(x, with_aux)
         skips = [expert.encoder(x) for expert in self.experts]
         experts = [self._decode(expert, s) for expert, s in zip(self.experts, skips, strict=True)]
         gate_input = torch.cat([x, *(s[0] for s in skips)], dim=1)
         weights = [self.gate_weights(w) for w in self._decode(self.gate, self.gate.encoder(gate_input))]
         fused = [self.fuse(w, [e[level] for e in experts]) for level, w in enumerate(weights)]
-        if self.training:
-            return {"fused": fused, "experts": experts}
+        return {"fused": fused, "experts": experts}
+
+    def _forward_lean(self, x: torch.Tensor, with_aux: bool) -> torch.Tensor | dict:
+        """The same function as the training forward at full resolution, holding one expert's features at a time.
+
+        The gate's first convolution is linear in its input channels, so ``conv(cat(x, F_1..F_K))`` is accumulated
+        as ``conv_x(x) + sum_k conv_k(F_k)`` right after each expert's encoder, and neither the
+        ``1 + K*features`` channel gate input nor all experts' skips are ever in memory together.
+        """
+        block = self.gate.encoder.stages[0][0]  # stage 0 of the gate: its StackedConvBlocks (no pooling)
+        first = block.convs[0]
+        weight, c = first.conv.weight, self.in_channels
+        conv = functools.partial(
+            F.conv3d, stride=first.conv.stride, padding=first.conv.padding, dilation=first.conv.dilation
+        )
+        acc = conv(x, weight[:, :c], first.conv.bias)
+        logits = []
+        for expert in self.experts:
+            skips = expert.encoder(x)
+            width = skips[0].shape[1]
+            acc.add_(conv(skips[0], weight[:, c : c + width]))
+            c += width
+            logits.append(self._decode(expert, skips)[0])
+            del skips
+        h = block.convs[1:](first.all_modules[1:](acc))
+        gate_skips = [h]
+        for stage in self.gate.encoder.stages[1:]:
+            h = stage(h)
+            gate_skips.append(h)
+        weights = self.gate_weights(self._decode(self.gate, gate_skips)[0])
+        fused = self.fuse(weights, logits)
         if not with_aux:
-            return fused[0]
-        return {"logits": fused[0], "gate": weights[0], "experts": torch.cat([e[0] for e in experts], dim=1)}
+            return fused
+        return {"logits": fused, "gate": weights, "experts": torch.cat(logits, dim=1)}
