@@ -1,0 +1,198 @@
+"""Full-volume inference cost: the reference pipeline vs ours, and MoME's memory vs one nnU-Net U-Net.
+
+Timing and memory use the ``paper`` preset on a 1 mm phantom registered and cropped to the MNI box
+(160x196x160), each variant in its own process so that its peak RSS is its own:
+
+- ``reference``: what the official code does, in fp32: 128^3 windows at step 0.5 (12 tiles), Gaussian blending,
+  8-way mirroring, all six networks per tile and mirror;
+- ``default``: our inference default: one window over the whole box (padded to 160x224x160), no mirroring, fp32,
+  and the lean eval forward (one expert's features in memory at a time);
+- ``bf16``: ``default`` under bfloat16 autocast (float32 accumulation);
+- ``unet``: one ``PlainConvUNet`` expert alone, as ``default`` runs it (the memory yardstick).
+
+The paper preset cannot be trained on a CPU here, so its weights are random and its Dice says nothing; the Dice
+differences between pipelines are measured with a trained ``small`` model (``--small-weights``) on 2 mm phantom test
+images, where the reference pipeline uses the small model's training patch as window.
+
+    python benchmarks/bench_inference.py [--smoke] [--small-weights model.pt --datalist datalist.json] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bundle"))
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import cpu_busy_fraction, machine  # noqa: E402
+from scripts.inference import MirroredSlidingWindowInferer  # noqa: E402
+from scripts.mome import MoME, build_unet  # noqa: E402
+
+VARIANTS = {
+    "reference": {"whole": False, "mirror": (0, 1, 2), "bf16": False},
+    "default": {"whole": True, "mirror": (), "bf16": False},
+    "bf16": {"whole": True, "mirror": (), "bf16": True},
+    "unet": {"whole": True, "mirror": (), "bf16": False},
+}
+
+
+def _whole_roi(shape: tuple[int, ...], stride: int) -> list[int]:
+    return [int(np.ceil(s / stride) * stride) for s in shape]
+
+
+def preprocessed_volume(spacing: float, smoke: bool) -> torch.Tensor:
+    """A phantom T1 run through the bundle's registration + template crop + z-score (what inference sees)."""
+    import tempfile
+
+    from monai.transforms import Compose, LoadImaged, MaskIntensityd, NormalizeIntensityd, Orientationd
+
+    from scripts.data.template import mni_template
+    from scripts.data.transforms import RegisterToTemplated
+    from scripts.phantoms import generate
+
+    out = Path(tempfile.mkdtemp()) / "ph"
+    generate(out, profiles=["brats2021"], subjects=1, spacing=2 if smoke else 1, seed=0)
+    image = next(out.rglob("*_t1.nii.gz"))
+    pre = Compose(
+        [
+            LoadImaged("image", ensure_channel_first=True),
+            Orientationd("image", "RAS", labels=None),
+            RegisterToTemplated("image", spacing=spacing),
+            MaskIntensityd("image", mask_data=mni_template(spacing).mask[None]),
+            NormalizeIntensityd("image", nonzero=True),
+        ]
+    )
+    return pre({"image": str(image)})["image"].as_tensor()[None].float()
+
+
+def run_variant(name: str, preset: str, volume: Path, patch: int) -> dict:
+    """One variant, in this process: load, warm nothing, time one full-volume inference, report peak RSS."""
+    torch.manual_seed(0)
+    x = torch.load(volume, weights_only=True)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cfg = VARIANTS[name]
+    net = build_unet(1, 2, preset) if name == "unet" else MoME(preset)
+    net.eval()
+    stride = 32 if preset == "paper" else 16
+    roi = _whole_roi(tuple(x.shape[2:]), stride) if cfg["whole"] else [patch] * 3
+    inferer = MirroredSlidingWindowInferer(roi, overlap=0.5, mirror_axes=cfg["mirror"], bf16=cfg["bf16"])
+    busy = cpu_busy_fraction()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = inferer(x, net)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "variant": name,
+        "preset": preset,
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "rss_after_imports_mb": baseline,
+        "roi": roi,
+        "windows_x_mirrors": f"{'1' if cfg['whole'] else '12'} x {2 ** len(cfg['mirror'])}",
+        "busy_before": busy,
+        "output_shape": list(out.shape),
+    }
+
+
+def _subprocess(name: str, preset: str, volume: Path, patch: int) -> dict:
+    cmd = [sys.executable, __file__, "--variant", name, "--preset", preset, "--volume", str(volume)]
+    cmd += ["--patch", str(patch)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"variant {name} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def dice_agreement(weights: Path, datalist: Path, patch: int, limit: int) -> dict:
+    """Dice vs reference labels of each pipeline with a trained small model, and the largest difference."""
+    from monai.bundle import ConfigParser
+
+    from scripts.data.datalist import load
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "bundle/configs/train.json"))
+    parser.update({"preset": "small", "spacing": 2.0, "register": False, "bundle_root": str(ROOT / "bundle")})
+    pre = parser.get_parsed_content("validate#preprocessing")
+    model = MoME("small")
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model"])
+    model.eval()
+    items = load(datalist, "test")[:limit]
+    scores: dict[str, list[float]] = {n: [] for n in ("reference", "default", "bf16")}
+    for item in items:
+        data = pre(item)
+        x, y = data["image"].as_tensor()[None], data["label"].as_tensor()[0] > 0
+        for name in scores:
+            cfg = VARIANTS[name]
+            roi = _whole_roi(tuple(x.shape[2:]), 16) if cfg["whole"] else [patch] * 3
+            inferer = MirroredSlidingWindowInferer(roi, overlap=0.5, mirror_axes=cfg["mirror"], bf16=cfg["bf16"])
+            with torch.inference_mode():
+                pred = inferer(x, model).argmax(1)[0] > 0
+            total = int(pred.sum() + y.sum())
+            scores[name].append(1.0 if total == 0 else float(2 * (pred & y).sum() / total))
+    mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    return {
+        "n_images": len(items),
+        "mean_dice": mean,
+        "delta_default_vs_reference": mean["default"] - mean["reference"],
+        "delta_bf16_vs_default": mean["bf16"] - mean["default"],
+        "per_image": scores,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="small preset at 2 mm (for the test suite)")
+    parser.add_argument("--small-weights", type=Path, help="trained small-preset model.pt for the Dice comparison")
+    parser.add_argument("--datalist", type=Path, help="datalist with a test split, for the Dice comparison")
+    parser.add_argument("--dice-images", type=int, default=12)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--preset", default="paper", help=argparse.SUPPRESS)
+    parser.add_argument("--volume", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--patch", type=int, default=128, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.variant:  # child process
+        print(json.dumps(run_variant(args.variant, args.preset, args.volume, args.patch)))
+        return {}
+    preset, spacing, patch = ("small", 2.0, 32) if args.smoke else ("paper", 1.0, 128)
+    import tempfile
+
+    volume = Path(tempfile.mkdtemp()) / "volume.pt"
+    torch.save(preprocessed_volume(spacing, args.smoke), volume)
+    results = {"machine": machine(), "smoke": args.smoke, "preset": preset, "volume_shape": None, "variants": {}}
+    results["volume_shape"] = list(torch.load(volume, weights_only=True).shape[2:])
+    for name in ("unet", "default", "bf16", "reference"):
+        r = _subprocess(name, preset, volume, patch)
+        results["variants"][name] = r
+        print(f"{name:9s} {r['seconds']:9.1f} s   peak RSS {r['peak_rss_mb']:8.0f} MB   roi {r['roi']}", flush=True)
+    v = results["variants"]
+    results["ratios"] = {
+        "reference_over_default_time": v["reference"]["seconds"] / v["default"]["seconds"],
+        "default_over_bf16_time": v["default"]["seconds"] / v["bf16"]["seconds"],
+        "default_over_unet_peak_rss": v["default"]["peak_rss_mb"] / v["unet"]["peak_rss_mb"],
+        "default_over_unet_peak_rss_above_imports": (v["default"]["peak_rss_mb"] - v["default"]["rss_after_imports_mb"])
+        / (v["unet"]["peak_rss_mb"] - v["unet"]["rss_after_imports_mb"]),
+    }
+    print(json.dumps(results["ratios"], indent=1))
+    if args.small_weights and args.datalist:
+        results["dice"] = dice_agreement(args.small_weights, args.datalist, 32, 2 if args.smoke else args.dice_images)
+        print(json.dumps({k: v for k, v in results["dice"].items() if k != "per_image"}, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
