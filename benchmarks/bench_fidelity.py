@@ -188,10 +188,11 @@ def main(argv: list[str] | None = None) -> dict:
         from scripts.phantoms import generate
 
         generate(data, subjects=args.subjects, spacing=2, seed=args.seed)
-        datalist(["--out", str(data / "datalist.json"), "--phantoms", str(data), "--val", "0", "--test", "0.25",
+        test = "0.5" if args.smoke else "0.25"
+        datalist(["--out", str(data / "datalist.json"), "--phantoms", str(data), "--val", "0", "--test", test,
                   "--holdout", HOLDOUT[1], "--seed", str(args.seed)])
     seconds = train_all(data, models, log, args.epochs, args.iterations, args.batch, args.lr)
-    rows = evaluate(load_models(models), data / "datalist.json", 6 if args.smoke else None)
+    rows = evaluate(load_models(models), data / "datalist.json", None)
     summary = report(rows, out)
     results = {
         "machine": machine(),

@@ -166,10 +166,10 @@ def test_evaluate_writes_grouped_report(trained: Path, tiny_dataset: Path, tmp_p
         assert (tmp_path / png).stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("options", [{}, {"tta": True, "bf16": True}])
+@pytest.mark.parametrize("options", [{}, {"tta": True, "bf16": True}, {"register": True}])
 def test_inference_writes_native_space_labels(trained: Path, phantom_root: Path, tmp_path: Path, options) -> None:
     images = sorted((phantom_root / "isles2022").rglob("*_dwi.nii.gz"))[:1]
-    if not options:  # mirroring multiplies the cost by 8: one image is enough to test it
+    if not options:  # mirroring (x8) and registration are slower: one image is enough to test them
         images += sorted((phantom_root / "wmh2017").rglob("FLAIR.nii.gz"))[:1]
     wf = workflow(
         ["inference.json"],

@@ -154,7 +154,7 @@ def load(
     if modality is not None:
         wanted = canonical_modality(modality, where="the modality filter")
         items = [i for i in items if canonical_modality(i.get("modality"), where=str(path)) == wanted]
-        if not items:
+        if not items and split == "training":
             raise ValueError(f"{path}: no '{split}' images of modality {wanted}")
     return items
 

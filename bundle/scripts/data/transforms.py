@@ -76,13 +76,14 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
         keys: KeysCollection,
         image_key: str = "image",
         spacing: float = 1.0,
-        order: Sequence[int] | int = (1, 0),
+        order: Sequence[int] | int | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key = image_key
         self.spacing = float(spacing)
-        self.order = ensure_tuple_rep(order, len(self.keys))
+        # default: trilinear for the first key (the image), nearest neighbour for the rest (labels)
+        self.order = ensure_tuple_rep((1,) + (0,) * (len(self.keys) - 1) if order is None else order, len(self.keys))
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
