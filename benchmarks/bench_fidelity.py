@@ -36,14 +36,29 @@ from scripts.evaluation import radar_chart, summarise  # noqa: E402
 from scripts.mome import MODALITIES, MoME, build_unet  # noqa: E402
 
 HOLDOUT = ("msseg2016", "MSSEG2016")  # profile folder, dataset name in the datalist
-COMMON = {"preset": "small", "spacing": 2.0, "register": False, "val_interval": 100000, "num_workers": 2,
-          "progress_bar": False, "cache_rate": 1.0}
+COMMON = {
+    "preset": "small",
+    "spacing": 2.0,
+    "register": False,
+    "val_interval": 100000,
+    "num_workers": 2,
+    "progress_bar": False,
+    "cache_rate": 1.0,
+}
 
 
 def _cli(configs: list[str], **knobs) -> list[str]:
     files = [f"configs/{c}" for c in configs]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files[0] if len(files) == 1 else str(files),
-           "--logging_file", "configs/logging.conf"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        files[0] if len(files) == 1 else str(files),
+        "--logging_file",
+        "configs/logging.conf",
+    ]
     for key, value in {**COMMON, **knobs}.items():
         value = "$None" if value is None else value  # monai.bundle.run drops None overrides
         cmd += [f"--{key}", repr(value) if isinstance(value, (bool, list)) else str(value)]
@@ -63,23 +78,61 @@ def _train(cmd: list[str], log: Path) -> float:
 
 def train_all(data: Path, models: Path, log: Path, epochs: int, iterations: int, batch: int, lr: float) -> dict:
     """Train the four variants; returns seconds per variant. Weights: ``models/<variant>/`` training states."""
-    knobs = {"dataset_dir": str(data), "epochs": epochs, "batch_size": batch, "patch_size": [32, 32, 32],
-             "learning_rate": lr}
+    knobs = {
+        "dataset_dir": str(data),
+        "epochs": epochs,
+        "batch_size": batch,
+        "patch_size": [32, 32, 32],
+        "learning_rate": lr,
+    }
     seconds = {}
-    seconds["mome"] = _train(_cli(["train.json"], ckpt_dir=str(models / "mome"), iterations_per_epoch=iterations,
-                                  output_dir=str(models / "mome/eval"), **knobs), log)
+    seconds["mome"] = _train(
+        _cli(
+            ["train.json"],
+            ckpt_dir=str(models / "mome"),
+            iterations_per_epoch=iterations,
+            output_dir=str(models / "mome/eval"),
+            **knobs,
+        ),
+        log,
+    )
     seconds["mome_no_curriculum"] = _train(
-        _cli(["train.json"], ckpt_dir=str(models / "mome_no_curriculum"), iterations_per_epoch=iterations,
-             curriculum_power=None, **{"loss#expert_weight": 0.0}, output_dir=str(models / "nc/eval"), **knobs), log)
+        _cli(
+            ["train.json"],
+            ckpt_dir=str(models / "mome_no_curriculum"),
+            iterations_per_epoch=iterations,
+            curriculum_power=None,
+            **{"loss#expert_weight": 0.0},
+            output_dir=str(models / "nc/eval"),
+            **knobs,
+        ),
+        log,
+    )
     seconds["universal_unet"] = _train(
-        _cli(["train.json", "train_experts.json"], expert=None, ckpt_dir=str(models / "universal_unet"),
-             iterations_per_epoch=iterations, output_dir=str(models / "u/eval"), **knobs), log)
+        _cli(
+            ["train.json", "train_experts.json"],
+            expert=None,
+            ckpt_dir=str(models / "universal_unet"),
+            iterations_per_epoch=iterations,
+            output_dir=str(models / "u/eval"),
+            **knobs,
+        ),
+        log,
+    )
     share = max(1, iterations // len(MODALITIES))
     seconds["task_unets"] = 0.0
     for modality in MODALITIES:
         seconds["task_unets"] += _train(
-            _cli(["train.json", "train_experts.json"], expert=modality, ckpt_dir=str(models / "task_unets"),
-                 iterations_per_epoch=share, output_dir=str(models / "t/eval"), **knobs), log)
+            _cli(
+                ["train.json", "train_experts.json"],
+                expert=modality,
+                ckpt_dir=str(models / "task_unets"),
+                iterations_per_epoch=share,
+                output_dir=str(models / "t/eval"),
+                **knobs,
+            ),
+            log,
+        )
     return seconds
 
 
@@ -189,17 +242,38 @@ def main(argv: list[str] | None = None) -> dict:
 
         generate(data, subjects=args.subjects, spacing=2, seed=args.seed)
         test = "0.5" if args.smoke else "0.25"
-        datalist(["--out", str(data / "datalist.json"), "--phantoms", str(data), "--val", "0", "--test", test,
-                  "--holdout", HOLDOUT[1], "--seed", str(args.seed)])
+        datalist(
+            [
+                "--out",
+                str(data / "datalist.json"),
+                "--phantoms",
+                str(data),
+                "--val",
+                "0",
+                "--test",
+                test,
+                "--holdout",
+                HOLDOUT[1],
+                "--seed",
+                str(args.seed),
+            ]
+        )
     seconds = train_all(data, models, log, args.epochs, args.iterations, args.batch, args.lr)
     rows = evaluate(load_models(models), data / "datalist.json", None)
     summary = report(rows, out)
     results = {
         "machine": machine(),
         "smoke": args.smoke,
-        "budget": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "batch": args.batch,
-                   "patch": 32, "learning_rate": args.lr, "subjects_per_profile": args.subjects, "seed": args.seed,
-                   "holdout": HOLDOUT[1]},
+        "budget": {
+            "epochs": args.epochs,
+            "iterations_per_epoch": args.iterations,
+            "batch": args.batch,
+            "patch": 32,
+            "learning_rate": args.lr,
+            "subjects_per_profile": args.subjects,
+            "seed": args.seed,
+            "holdout": HOLDOUT[1],
+        },
         "train_seconds": seconds,
         "summary": summary,
         "cases": rows,
@@ -209,8 +283,10 @@ def main(argv: list[str] | None = None) -> dict:
     for name, s in summary.items():
         a = s["seen"]["average"]
         unseen = s["unseen"]["average"]["case_level"] if s["unseen"] else float("nan")
-        print(f"{name:20s} task {a['task_level']:.3f} dataset {a['dataset_level']:.3f} case {a['case_level']:.3f}"
-              f"  unseen {unseen:.3f}")
+        print(
+            f"{name:20s} task {a['task_level']:.3f} dataset {a['dataset_level']:.3f} case {a['case_level']:.3f}"
+            f"  unseen {unseen:.3f}"
+        )
     return results
 
 
