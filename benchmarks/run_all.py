@@ -1,98 +1,96 @@
 """``make benchmark``: run every benchmark, then write ``benchmarks/results.json`` and ``docs/BENCHMARKS.md``.
 
-Parts run one after another (they would disturb each other's timings) and each leaves its JSON in
-``benchmarks/out/``; ``--only`` re-runs some parts, ``--report`` only rebuilds the document from existing JSON.
+Parts run one after another (they would disturb each other's timings) and each leaves its JSON in the output
+folder; ``--only`` re-runs some parts, ``--report`` only rebuilds the document from existing JSON. ``--smoke`` runs
+every part at toy size into its own folder (the test suite does this so the harness cannot rot).
 
-    python benchmarks/run_all.py [--only network fidelity inference ...] [--report] [--smoke]
+    python benchmarks/run_all.py [--only network fidelity ...] [--report] [--smoke] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks/out"
 PY = sys.executable
 
-#: part -> command (the fidelity run must precede inference: its trained MoME measures the Dice differences)
-PARTS = {
-    "network": ["benchmarks/bench_network.py", "--reps", "3"],
-    "fidelity": ["benchmarks/bench_fidelity.py", "--out", "benchmarks/out/fidelity"],
-    "preprocessing": ["benchmarks/bench_preprocessing.py"],
-    "phantoms": ["benchmarks/bench_phantoms.py"],
-    "monailabel": ["benchmarks/bench_monailabel.py"],
-    "inference": [
-        "benchmarks/bench_inference.py",
-        "--small-weights",
-        "benchmarks/out/fidelity/models/mome/model_final.pt",
-        "--datalist",
-        "benchmarks/out/fidelity/data/datalist.json",
-        "--dice-images",
-        "4",
-    ],
-}
+#: in this order: the fidelity run trains the MoME whose Dice the inference part compares between pipelines
+PARTS = ("network", "fidelity", "preprocessing", "phantoms", "monailabel", "inference")
 
 
-def run_part(name: str, smoke: bool) -> float:
-    cmd = [PY, *PARTS[name]]
-    out_json = OUT / f"{name}.json"
-    if name != "fidelity":
-        cmd += ["--json", str(out_json)]
-    if smoke:
-        cmd.append("--smoke")
-        if name == "fidelity":
-            cmd[cmd.index("benchmarks/out/fidelity")] = "benchmarks/out/fidelity_smoke"
+def command(name: str, out: Path, smoke: bool) -> list[str]:
+    script = {
+        "network": "bench_network.py",
+        "fidelity": "bench_fidelity.py",
+        "preprocessing": "bench_preprocessing.py",
+        "phantoms": "bench_phantoms.py",
+        "monailabel": "bench_monailabel.py",
+        "inference": "bench_inference.py",
+    }
+    cmd = [PY, f"benchmarks/{script[name]}"]
+    if name == "fidelity":
+        cmd += ["--out", str(out / "fidelity")]
+    else:
+        cmd += ["--json", str(out / f"{name}.json")]
+    if name == "network" and not smoke:
+        cmd += ["--reps", "3"]
     if name == "inference":
-        _export_final_mome(smoke)
-        if smoke:
-            cmd = [c.replace("out/fidelity/", "out/fidelity_smoke/") for c in cmd]
+        cmd += ["--small-weights", str(out / "fidelity/models/mome/model_final.pt")]
+        cmd += ["--datalist", str(out / "fidelity/data/datalist.json"), "--dice-images", "4"]
+    return cmd + (["--smoke"] if smoke else [])
+
+
+def run_part(name: str, out: Path, smoke: bool) -> float:
+    if name == "inference":
+        _export_final_mome(out)
+    cmd = command(name, out, smoke)
     print(f"\n== {name}: {' '.join(cmd[1:])}", flush=True)
     start = time.monotonic()
-    with (OUT / f"{name}.log").open("w") as log:
+    with (out / f"{name}.log").open("w") as log:
         result = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - start
     if result.returncode:
-        raise SystemExit(f"{name} failed after {seconds:.0f} s; see {OUT / (name + '.log')}")
+        raise SystemExit(f"{name} failed after {seconds:.0f} s; see {out / (name + '.log')}")
     if name == "fidelity":
-        src = OUT / ("fidelity_smoke" if smoke else "fidelity") / "fidelity.json"
-        out_json.write_text(src.read_text())
+        (out / "fidelity.json").write_text((out / "fidelity" / "fidelity.json").read_text())
     print(f"   {seconds / 60:.1f} min", flush=True)
     return seconds
 
 
-def _export_final_mome(smoke: bool) -> None:
+def _export_final_mome(out: Path) -> None:
     """The fidelity run keeps training states; the inference benchmark wants a ``{"model": ...}`` file."""
     import torch
 
-    models = OUT / ("fidelity_smoke" if smoke else "fidelity") / "models" / "mome"
+    models = out / "fidelity" / "models" / "mome"
     state = torch.load(models / "checkpoint.pt", map_location="cpu", weights_only=False)
     torch.save({"model": state["model"]}, models / "model_final.pt")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=list(PARTS), default=list(PARTS))
-    parser.add_argument("--report", action="store_true", help="only rebuild the document from benchmarks/out")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness, numbers mean nothing")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--report", action="store_true", help="only rebuild the document from the JSON files")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes: checks the harness, numbers mean nothing")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/out (smoke: benchmarks/out/smoke)")
     args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = (args.out or ROOT / ("benchmarks/out/smoke" if args.smoke else "benchmarks/out")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     wall = {}
     if not args.report:
         for name in args.only:
-            wall[name] = run_part(name, args.smoke)
+            wall[name] = run_part(name, out, args.smoke)
+    sys.path.insert(0, str(ROOT))
     from benchmarks.report import write_report
 
     if args.smoke:  # never overwrite the published numbers with smoke numbers
-        write_report(OUT, OUT / "results_smoke.json", OUT / "BENCHMARKS_smoke.md", wall, smoke=True)
+        write_report(out, out / "results.json", out / "BENCHMARKS.md", wall, smoke=True)
     else:
-        write_report(OUT, ROOT / "benchmarks/results.json", ROOT / "docs/BENCHMARKS.md", wall, smoke=False)
+        write_report(out, ROOT / "benchmarks/results.json", ROOT / "docs/BENCHMARKS.md", wall, smoke=False)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()

@@ -1,0 +1,285 @@
+"""Turn the benchmark JSON files into ``benchmarks/results.json`` and ``docs/BENCHMARKS.md``.
+
+Every number in the document comes from those files; the verdicts are computed here from the same numbers, with
+the thresholds the project set, so a rerun rewrites them honestly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+PARTS = ("network", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
+MODELS = {
+    "mome": "MoME (curriculum)",
+    "mome_no_curriculum": "MoME, fused loss only",
+    "universal_unet": "universal U-Net",
+    "task_unets": "task-specific U-Nets",
+}
+
+
+def _load(out: Path) -> dict:
+    return {p: json.loads((out / f"{p}.json").read_text()) for p in PARTS if (out / f"{p}.json").exists()}
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _network(r: dict) -> list[str]:
+    lines = ["## MoME overhead over its six U-Nets", "", "`python benchmarks/bench_network.py --reps 3`", ""]
+    lines += [
+        "| preset | measure | input | MoME (s) | Σ six U-Nets (s) | ratio | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in r["cases"]:
+        target = 1.05 if c["kind"] == "eval_forward" else 1.10
+        shape = "x".join(map(str, c["input_shape"][2:])) + f", batch {c['input_shape'][0]}"
+        met = _verdict(c["ratio"] <= target)
+        lines.append(
+            f"| {c['preset']} | {c['kind'].replace('_', ' ')} | {shape} | {_f(c['mome']['median_s'], 2)} | "
+            f"{_f(c['sum_of_unets']['median_s'], 2)} | {_f(c['ratio'])} | ≤ {target} ({met}) |"
+        )
+    lines += [
+        "",
+        "Medians of 3 interleaved repetitions after one warm-up. The six stand-alone U-Nets are MoME's own "
+        "sub-networks; the gate gets a pre-built input, so the concatenation, the gate's input gradient and "
+        "the fusion are what the ratio charges to MoME.",
+        "",
+    ]
+    return lines
+
+
+def _fidelity(r: dict, out: Path, docs: Path) -> list[str]:
+    b = r["budget"]
+    budget = b["epochs"] * b["iterations_per_epoch"]
+    lines = [
+        "## Fidelity: the paper's claims on phantoms",
+        "",
+        "`python benchmarks/bench_fidelity.py`",
+        "",
+        f"Six phantom datasets, {b['subjects_per_profile']} subjects each, 2 mm; `{b['holdout']}` held out of training "
+        f'("unseen"). Every model got {budget} iterations × batch {b["batch"]} of 32³ patches (the task-specific '
+        f"U-Nets {budget // 5} each), SGD lr {b['learning_rate']}, small preset, final weights, seed {b['seed']}, "
+        "one seed. Test split: 25 % of the subjects of each seen dataset, all subjects of the unseen one.",
+        "",
+        "| model | task avg | dataset avg | case avg | unseen (case avg) | train time (min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    s = r["summary"]
+    for name, label in MODELS.items():
+        seen, unseen = s[name]["seen"]["average"], s[name]["unseen"]
+        lines.append(
+            f"| {label} | {_f(seen['task_level'])} | {_f(seen['dataset_level'])} | {_f(seen['case_level'])} | "
+            f"{_f(unseen['average']['case_level']) if unseen else 'n/a'} | {_f(r['train_seconds'][name] / 60, 1)} |"
+        )
+    groups = ("modality", "lesion_type", "dataset")
+    lines += [
+        "",
+        "Dice by group (seen test images):",
+        "",
+        "| group | " + " | ".join(MODELS.values()) + " |",
+        "|---|" + "---|" * len(MODELS),
+    ]
+    for group in groups:
+        keys = sorted(s["mome"]["seen"]["dice"].get(group, {}))
+        for key in keys:
+            row = [_f(s[m]["seen"]["dice"][group].get(key)) for m in MODELS]
+            lines.append(f"| {group}: {key} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Dice per (dataset, sequence) task:",
+        "",
+        "| task | " + " | ".join(MODELS.values()) + " |",
+        "|---|" + "---|" * len(MODELS),
+    ]
+    for key in sorted(s["mome"]["seen"]["dice"]["task"]):
+        lines.append(f"| {key} | " + " | ".join(_f(s[m]["seen"]["dice"]["task"].get(key)) for m in MODELS) + " |")
+    spec = {m: s[m]["seen"]["specialisation_index"] for m in ("mome", "mome_no_curriculum")}
+    lines += [
+        "",
+        "Expert-specialisation index: share of |gate weight| on the expert of the input's sequence (uniform: 0.200).",
+        "",
+        "| input sequence | MoME (curriculum) | MoME, fused loss only |",
+        "|---|---|---|",
+    ]
+    for key in sorted(spec["mome"]):
+        lines.append(f"| {key} | {_f(spec['mome'].get(key))} | {_f(spec['mome_no_curriculum'].get(key))} |")
+    for name in ("mome", "mome_no_curriculum"):
+        dice = s[name].get("expert_dice_by_input_modality", {})
+        if dice:
+            lines += [
+                "",
+                f"Each expert's own Dice by input sequence, {MODELS[name]} (rows: input; columns: "
+                "T1, T1c, T2, FLAIR, DWI experts):",
+                "",
+            ]
+            lines += ["| input | T1 | T1c | T2 | FLAIR | DWI |", "|---|---|---|---|---|---|"]
+            for key, row in dice.items():
+                lines.append(f"| {key} | " + " | ".join(_f(v) for v in row) + " |")
+    plot = out / "fidelity" / "radar_seen.png"
+    if plot.exists():
+        shutil.copy(plot, docs / "benchmarks_radar.png")
+        lines += ["", "![Dice radar, seen datasets](benchmarks_radar.png)"]
+    m, u, t, nc = (s[k]["seen"]["average"]["task_level"] for k in MODELS)
+    spec_mean = sum(spec["mome"].values()) / max(len(spec["mome"]), 1)
+    spec_nc = sum(spec["mome_no_curriculum"].values()) / max(len(spec["mome_no_curriculum"]), 1)
+    lines += [
+        "",
+        "Verdicts at this budget (computed from the table):",
+        "",
+        f"- MoME better than one universal U-Net (task average): {_verdict(m > u)} ({_f(m)} vs {_f(u)}).",
+        f"- MoME better than task-specific U-Nets (task average): {_verdict(m > t)} ({_f(m)} vs {_f(t)}).",
+        f"- The curriculum helps (task average): {_verdict(m > nc)} ({_f(m)} vs {_f(nc)}).",
+        f"- Experts stay specialised with the curriculum (mean specialisation index above uniform 0.2 and above the "
+        f"fused-only model): {_verdict(spec_mean > max(0.2, spec_nc))} ({_f(spec_mean)} vs {_f(spec_nc)}).",
+        "",
+    ]
+    return lines
+
+
+def _inference(r: dict) -> list[str]:
+    v, ratio = r["variants"], r["ratios"]
+    lines = [
+        "## Full-volume inference: reference pipeline vs ours",
+        "",
+        "`python benchmarks/bench_inference.py`",
+        "",
+        "Paper preset (random weights: timing and memory only), one 1 mm phantom registered and cropped to the MNI "
+        f"box {'x'.join(map(str, r['volume_shape']))}; each variant in its own process.",
+        "",
+        "| variant | windows | mirror passes | precision | wall (s) | peak RSS (MB) | RSS above imports (MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    desc = {
+        "reference": ("128³, step 0.5", "fp32"),
+        "default": ("whole box", "fp32"),
+        "bf16": ("whole box", "bf16 autocast"),
+        "unet": ("whole box, one U-Net", "fp32"),
+    }
+    for name in ("reference", "default", "bf16", "unet"):
+        x = v[name]
+        lines.append(
+            f"| {name} | {desc[name][0]} | {x['mirror_passes']} | {desc[name][1]} | {_f(x['seconds'], 1)} | "
+            f"{_f(x['peak_rss_mb'], 0)} | {_f(x['peak_rss_mb'] - x['rss_after_imports_mb'], 0)} |"
+        )
+    d = r.get("dice")
+    lines += [
+        "",
+        f"- Default vs reference: {_f(ratio['reference_over_default_time'], 1)}× faster; goal ≥ 10× "
+        f"({_verdict(ratio['reference_over_default_time'] >= 10)}).",
+        f"- bf16 vs fp32 (default): {_f(ratio['default_over_bf16_time'], 2)}×; goal ≥ 2× "
+        f"({_verdict(ratio['default_over_bf16_time'] >= 2)}).",
+        f"- Peak RSS, MoME default / one U-Net: {_f(ratio['default_over_unet_peak_rss'], 2)} (process total), "
+        f"{_f(ratio['default_over_unet_peak_rss_above_imports'], 2)} (above the imports); goal ≤ 1.5 "
+        f"({_verdict(ratio['default_over_unet_peak_rss'] <= 1.5)}).",
+    ]
+    if d:
+        lines += [
+            f"- Dice differences, measured with the fidelity run's trained MoME (small preset, 2 mm, {d['n_images']} "
+            f"test images; reference = 32³ windows + 8 mirrors): default − reference "
+            f"{_f(d['delta_default_vs_reference'], 4)} (goal |Δ| ≤ 0.01: "
+            f"{_verdict(abs(d['delta_default_vs_reference']) <= 0.01)}), bf16 − fp32 "
+            f"{_f(d['delta_bf16_vs_default'], 4)} (goal |Δ| ≤ 0.005: "
+            f"{_verdict(abs(d['delta_bf16_vs_default']) <= 0.005)}). Mean Dice: "
+            + ", ".join(f"{k} {_f(x)}" for k, x in d["mean_dice"].items())
+            + ".",
+        ]
+    lines += [
+        "",
+        "What limits it: the paper preset costs about 7 TFLOP per 128³ tile (1.06 per expert, 1.64 for the gate, "
+        "whose first convolution sees 161 channels); the reference runs 12 tiles × 8 mirrors. Ours runs the whole box "
+        "once (about 2.7 tile-equivalents of voxels, padded to a multiple of 32) without mirroring; bf16 autocast "
+        "uses the CPU's bf16 units. Memory: the eval forward accumulates the gate's first convolution expert by "
+        "expert, so only one expert's features are alive at a time.",
+        "",
+    ]
+    return lines
+
+
+def _preprocessing(r: dict) -> list[str]:
+    m = r["modes"]
+    return [
+        "## Preprocessing",
+        "",
+        "`python benchmarks/bench_preprocessing.py`",
+        "",
+        f"Median seconds per image at {r['spacing_mm']} mm ({r['images']} phantom images × 3 repetitions): MNI "
+        f"registration (ITK rigid + affine) + resampling to the crop box + template mask + z-score "
+        f"{_f(m['registration']['median_s'], 2)} s; orientation + spacing + foreground crop + z-score "
+        f"{_f(m['no_registration']['median_s'], 2)} s.",
+        "",
+    ]
+
+
+def _phantoms(r: dict) -> list[str]:
+    lines = ["## Phantom generation", "", "`python benchmarks/bench_phantoms.py`", ""]
+    for res in r["per_subject"]:
+        lines.append(
+            f"- {res.get('spacing_mm', '?')} mm: median "
+            f"{_f(res['median_s_per_subject'], 2)} s per subject (max {_f(res['max_s_per_subject'], 2)})."
+        )
+    if "demo" in r:
+        lines.append(
+            f"- Default demo set (6 profiles × 3 subjects, 2 mm, CLI from a fresh interpreter): "
+            f"{_f(r['demo']['median_s'], 1)} s; budget 120 s ({_verdict(r['demo']['within_budget'])})."
+        )
+    return lines + [""]
+
+
+def _monailabel(r: dict) -> list[str]:
+    return [
+        "## MONAI Label server",
+        "",
+        "`python benchmarks/bench_monailabel.py`",
+        "",
+        f"Small preset, 2 mm phantom, one window per image: server start {_f(r['server_start_s'], 1)} s; first "
+        f"inference {_f(r['infer_first_s'], 1)} s (builds the network); inference median "
+        f"{_f(r['infer_median_s'], 1)} s; train request (1 epoch on {r['train_images']} labelled images, until DONE) "
+        f"{_f(r['train_turnaround_s'], 1)} s.",
+        "",
+    ]
+
+
+def write_report(out: Path, results_path: Path, doc_path: Path, wall: dict, smoke: bool) -> None:
+    data = _load(out)
+    machine = next((d["machine"] for d in data.values() if "cpu" in d.get("machine", {})), {})
+    results_path.write_text(json.dumps({"wall_seconds": wall, **data}, indent=2, default=str))
+    docs = doc_path.parent
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make benchmark` (`benchmarks/run_all.py`) on {time.strftime('%Y-%m-%d')}: "
+        f"{machine.get('cpu', 'unknown CPU')}, {machine.get('cores', '?')} cores, no GPU, torch "
+        f"{machine.get('torch', '?')}. The machine is a shared VM: every timing is a median of repetitions taken "
+        "after waiting for a quiet CPU, and ratios compare runs made side by side. Machine-readable: "
+        "`benchmarks/results.json`." + (" **Smoke run: the numbers mean nothing.**" if smoke else ""),
+        "",
+    ]
+    if wall:
+        lines += [
+            "Wall time of this run: "
+            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items())
+            + f" (total {sum(wall.values()) / 60:.0f} min).",
+            "",
+        ]
+    for name, fn in (
+        ("network", _network),
+        ("inference", _inference),
+        ("preprocessing", _preprocessing),
+        ("phantoms", _phantoms),
+        ("monailabel", _monailabel),
+    ):
+        if name in data:
+            lines += fn(data[name])
+    if "fidelity" in data:
+        lines += _fidelity(data["fidelity"], out, docs)
+    doc_path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {doc_path} and {results_path}")
