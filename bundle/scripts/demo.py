@@ -128,6 +128,14 @@ def _report(report: Path, summary: dict, steps: list[dict], held_out: dict, args
     (report / "REPORT.md").write_text("\n".join(lines) + "\n")
 
 
+def _studies(data: Path, test: list[dict], studies: Path) -> None:
+    """The held-out images as a MONAI Label studies folder, named ``<subject>_<sequence>`` (the app's convention)."""
+    studies.mkdir()
+    for item in test:
+        name = f"{item['subject']}_{(item['modality'] or 'unknown').lower()}.nii.gz"
+        shutil.copy(data / item["image"], studies / name)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=BUNDLE.parent / "demo_output")
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     _montage(image, prediction, data / held_out["label"], report / "held_out.png")
     summary = json.loads((report / "summary.json").read_text())
     _report(report, summary, steps, held_out, args)
+    _studies(data, test, out / "studies")
     print(f"\ndemo finished in {(time.monotonic() - started) / 60:.1f} min; report: {report / 'REPORT.md'}")
 
 
