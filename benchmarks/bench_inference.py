@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import cpu_busy_fraction, machine  # noqa: E402
+from benchmarks.timing import cpu_busy_fraction, machine, write_results  # noqa: E402
 from scripts.inference import MirroredSlidingWindowInferer  # noqa: E402
 from scripts.mome import MoME, build_unet  # noqa: E402
 
@@ -199,9 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.small_weights, args.datalist, 32, 1 if args.smoke else args.dice_images, smoke=args.smoke
         )
         print(json.dumps({k: v for k, v in results["dice"].items() if k != "per_image"}, indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
     return results
 
 

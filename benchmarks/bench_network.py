@@ -10,7 +10,6 @@ same. What MoME adds is the concatenation, the fusion and, in training, the two-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import interleaved, machine  # noqa: E402
+from benchmarks.timing import interleaved, machine, write_results  # noqa: E402
 from scripts.losses import MoMELoss, seg_loss  # noqa: E402
 from scripts.mome import PRESETS, MoME  # noqa: E402
 
@@ -29,15 +28,16 @@ SMOKE_SIZES = {"small": (32, 32, 2), "paper": (64, 64, 1)}
 
 
 def eval_candidates(model: MoME, size: int) -> dict:
-    model.eval()
     x = torch.randn(1, 1, size, size, size)
     gate_in = torch.randn(1, model.gate.encoder.stages[0][0].convs[0].conv.in_channels, size, size, size)
 
     def mome() -> None:
+        model.eval()
         with torch.inference_mode():
             model(x)
 
     def six_unets() -> None:
+        model.eval()
         with torch.inference_mode():
             for expert in model.experts:
                 expert(x)
@@ -47,7 +47,6 @@ def eval_candidates(model: MoME, size: int) -> dict:
 
 
 def train_candidates(model: MoME, size: int, batch: int) -> dict:
-    model.train()
     x = torch.randn(batch, 1, size, size, size)
     y = (torch.rand(batch, 1, size, size, size) > 0.9).float()
     modality = torch.arange(batch) % len(model.experts)
@@ -59,11 +58,13 @@ def train_candidates(model: MoME, size: int, batch: int) -> dict:
     full = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.99, nesterov=True)
 
     def mome() -> None:
+        model.train()
         full.zero_grad()
         loss(model(x), {"label": y, "modality": modality}).backward()
         full.step()
 
     def six_unets() -> None:
+        model.train()
         for net, opt in zip(nets, optims, strict=True):
             opt.zero_grad()
             out = net(gate_in if net is model.gate else x)
@@ -106,9 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     results = run(args.presets, 1 if args.smoke else args.reps, args.smoke)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
     return results
 
 

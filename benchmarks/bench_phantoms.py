@@ -11,7 +11,6 @@ budget for it is 2 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import cpu_busy_fraction  # noqa: E402
+from benchmarks.timing import cpu_busy_fraction, write_results  # noqa: E402
 from scripts.phantoms import PROFILES, load_anatomy, synthesize  # noqa: E402
 from scripts.phantoms.profiles import write_subject  # noqa: E402
 
@@ -114,9 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"budget {DEMO_BUDGET_S:.0f} s: {'OK' if demo['within_budget'] else 'EXCEEDED'}",
             flush=True,
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
     return results
 
 

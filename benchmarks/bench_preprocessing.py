@@ -6,7 +6,6 @@ python benchmarks/bench_preprocessing.py [--smoke] [--reps 3] [--json OUT]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -17,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import cpu_busy_fraction, machine  # noqa: E402
+from benchmarks.timing import cpu_busy_fraction, machine, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,9 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
             "busy_before": busy,
         }
         print(f"{name:16s} median {statistics.median(times):6.2f} s per image -> {shape}", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
     return results
 
 

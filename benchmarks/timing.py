@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
 
-__all__ = ["cpu_busy_fraction", "interleaved", "machine"]
+__all__ = ["cpu_busy_fraction", "interleaved", "machine", "write_results"]
 
 
 def _cpu_times() -> tuple[float, float]:
@@ -71,3 +72,11 @@ def machine() -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def write_results(path: os.PathLike | None, results: dict) -> None:
+    """Write a benchmark's results as JSON when a path is given (``--json``)."""
+    if path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)

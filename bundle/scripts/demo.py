@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             iterations_per_epoch=args.iterations,
             patch_size=[args.patch] * 3,
             batch_size=args.batch,
-            val_interval=max(1, args.epochs // 2),
+            val_interval=args.epochs,
             progress_bar=False,
             output_dir=str(out / "train"),
             **knobs,
