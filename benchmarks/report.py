@@ -171,6 +171,15 @@ def _inference(r: dict) -> list[str]:
             f"{_f(x['peak_rss_mb'], 0)} | {_f(x['peak_rss_mb'] - x['rss_after_imports_mb'], 0)} |"
         )
     d = r.get("dice")
+    ref = v["reference"]
+    if ref.get("scaled_by", 1) != 1:
+        lines += [
+            "",
+            f"The reference row is extrapolated: one 128³ tile with 2 of its 8 mirror passes was timed "
+            f"({_f(ref['measured_seconds'], 1)} s) and scaled by {_f(ref['scaled_by'], 0)} (12 tiles × 8 passes / 2; "
+            "every pass is the same forward). Its peak RSS is that of one tile's pipeline, which underestimates the "
+            "full run by the full-volume output and weight buffers (about 90 MB). `--reference-full` runs it all.",
+        ]
     lines += [
         "",
         f"- Default vs reference: {_f(ratio['reference_over_default_time'], 1)}× faster; goal ≥ 10× "
