@@ -128,7 +128,9 @@ def _fidelity(r: dict, out: Path, docs: Path) -> list[str]:
     if plot.exists():
         shutil.copy(plot, docs / "benchmarks_radar.png")
         lines += ["", "![Dice radar, seen datasets](benchmarks_radar.png)"]
-    m, u, t, nc = (s[k]["seen"]["average"]["task_level"] for k in MODELS)
+    m, nc, u, t = (
+        s[k]["seen"]["average"]["task_level"] for k in ("mome", "mome_no_curriculum", "universal_unet", "task_unets")
+    )
     spec_mean = sum(spec["mome"].values()) / max(len(spec["mome"]), 1)
     spec_nc = sum(spec["mome_no_curriculum"].values()) / max(len(spec["mome_no_curriculum"]), 1)
     lines += [
