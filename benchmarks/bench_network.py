@@ -10,6 +10,7 @@ same. What MoME adds is the concatenation, the fusion and, in training, the two-
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import interleaved, machine, write_results  # noqa: E402
 from scripts.losses import MoMELoss, seg_loss  # noqa: E402
+from scripts.memory import keep_freed_memory  # noqa: E402
 from scripts.mome import PRESETS, MoME  # noqa: E402
 
 # (eval size, train size, train batch) per preset; the paper's 128^3 training step does not fit 24 GiB on CPU
@@ -75,9 +77,12 @@ def train_candidates(model: MoME, size: int, batch: int) -> dict:
     return {"mome": mome, "sum_of_unets": six_unets}
 
 
-def run(presets: list[str], reps: int, smoke: bool) -> dict:
+def run(presets: list[str], reps: int, smoke: bool, keep_memory: bool = True) -> dict:
     torch.manual_seed(0)
-    results = {"machine": machine(), "smoke": smoke, "cases": []}
+    # as the bundle's training does: without it, page faults on freed-and-reallocated activations dominate and
+    # grow with peak memory (see scripts/memory.py); --glibc-default measures that case
+    kept = keep_freed_memory() if keep_memory else False
+    results = {"machine": machine(), "smoke": smoke, "keep_freed_memory": kept, "cases": []}
     sizes = SMOKE_SIZES if smoke else SIZES
     for preset in presets:
         model = MoME(preset)
@@ -86,14 +91,16 @@ def run(presets: list[str], reps: int, smoke: bool) -> dict:
             ("eval_forward", eval_candidates(model, eval_size), [1, 1, *[eval_size] * 3]),
             ("train_step", train_candidates(model, train_size, batch), [batch, 1, *[train_size] * 3]),
         ):
-            timed = interleaved(cands, reps=reps, warmup=0 if smoke else 1)
+            # training steps: two warm-up rounds, MoME's heap takes two steps to reach its steady size
+            timed = interleaved(cands, reps=reps, warmup=0 if smoke else 2 if kind == "train_step" else 1)
             ratio = timed["mome"]["median_s"] / timed["sum_of_unets"]["median_s"]
             case = {"preset": preset, "kind": kind, "input_shape": shape, "ratio": ratio, **timed}
             results["cases"].append(case)
             print(
                 f"{preset:6s} {kind:13s} {'x'.join(map(str, shape[2:])):>12s} b={shape[0]}  "
                 f"MoME {timed['mome']['median_s']:8.3f} s   six U-Nets {timed['sum_of_unets']['median_s']:8.3f} s   "
-                f"ratio {ratio:.3f}",
+                f"ratio {ratio:.3f}   kernel s {statistics.median(timed['mome']['sys_s']):.1f} / "
+                f"{statistics.median(timed['sum_of_unets']['sys_s']):.1f}",
                 flush=True,
             )
     return results
@@ -105,8 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition (for the test suite)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--glibc-default", action="store_true", help="leave malloc as it is (mmap per big block)")
     args = parser.parse_args(argv)
-    results = run(args.presets, 1 if args.smoke else args.reps, args.smoke)
+    results = run(args.presets, 1 if args.smoke else args.reps, args.smoke, keep_memory=not args.glibc_default)
     write_results(args.json, results)
     return results
 

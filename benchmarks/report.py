@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -36,8 +37,8 @@ def _verdict(ok: bool) -> str:
 def _network(r: dict) -> list[str]:
     lines = ["## MoME overhead over its six U-Nets", "", "`python benchmarks/bench_network.py --reps 3`", ""]
     lines += [
-        "| preset | measure | input | MoME (s) | Σ six U-Nets (s) | ratio | target |",
-        "|---|---|---|---|---|---|---|",
+        "| preset | measure | input | MoME (s) | Σ six U-Nets (s) | ratio | target | kernel s, MoME / six |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in r["cases"]:
         target = 1.05 if c["kind"] == "eval_forward" else 1.10
@@ -45,16 +46,55 @@ def _network(r: dict) -> list[str]:
         met = _verdict(c["ratio"] <= target)
         lines.append(
             f"| {c['preset']} | {c['kind'].replace('_', ' ')} | {shape} | {_f(c['mome']['median_s'], 2)} | "
-            f"{_f(c['sum_of_unets']['median_s'], 2)} | {_f(c['ratio'])} | ≤ {target} ({met}) |"
+            f"{_f(c['sum_of_unets']['median_s'], 2)} | {_f(c['ratio'])} | ≤ {target} ({met}) | "
+            f"{_f(_median(c['mome'].get('sys_s')), 1)} / {_f(_median(c['sum_of_unets'].get('sys_s')), 1)} |"
         )
+    kept = r.get("keep_freed_memory")
     lines += [
         "",
-        "Medians of 3 interleaved repetitions after one warm-up. The six stand-alone U-Nets are MoME's own "
-        "sub-networks; the gate gets a pre-built input, so the concatenation, the gate's input gradient and "
-        "the fusion are what the ratio charges to MoME.",
+        "Medians of 3 interleaved repetitions after one warm-up (two for training steps). The six stand-alone "
+        "U-Nets are MoME's own sub-networks; the gate gets a pre-built input, so the concatenation, the gate's "
+        "input gradient and the fusion are what the ratio charges to MoME."
+        + (
+            " As in the bundle's training, glibc malloc keeps freed memory in the process "
+            "(`scripts/memory.py`: no `mmap` per big block, no trimming)."
+            if kept
+            else ""
+        ),
         "",
     ]
     return lines
+
+
+def _network_glibc_default(r: dict) -> list[str]:
+    """The same benchmark with glibc's default allocator: why the bundle's training changes it."""
+    lines = [
+        "### The same with glibc's default allocator",
+        "",
+        "`python benchmarks/bench_network.py --presets paper --reps 3 --glibc-default`:",
+        "",
+        "| preset | measure | MoME (s) | Σ six U-Nets (s) | ratio | kernel s per run, MoME / six | minor faults "
+        "per run, MoME / six |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in r["cases"]:
+        m, u = c["mome"], c["sum_of_unets"]
+        lines.append(
+            f"| {c['preset']} | {c['kind'].replace('_', ' ')} | {_f(m['median_s'], 2)} | {_f(u['median_s'], 2)} | "
+            f"{_f(c['ratio'])} | {_f(_median(m.get('sys_s')), 1)} / {_f(_median(u.get('sys_s')), 1)} | "
+            f"{_f(_median(m.get('minor_faults')), 0)} / {_f(_median(u.get('minor_faults')), 0)} |"
+        )
+    return lines + [
+        "",
+        "With glibc's defaults every block above 32 MiB (most activations) is a fresh `mmap`, faulted in and "
+        "zeroed by the kernel on every step: that kernel time, not arithmetic, is where the two differ, and it "
+        "grows with the step's peak memory, which is higher for MoME (all six networks' activations alive at once).",
+        "",
+    ]
+
+
+def _median(values: list | None) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _fidelity(r: dict, out: Path, docs: Path) -> list[str]:
@@ -259,9 +299,30 @@ def _monailabel(r: dict) -> list[str]:
     ]
 
 
-def write_report(out: Path, results_path: Path, doc_path: Path, wall: dict, smoke: bool) -> None:
+def _wall(out: Path) -> list[str]:
+    path = out / "wall_seconds.json"
+    if not path.exists():
+        return []
+    wall = json.loads(path.read_text())
+    parts = [p for p in ("network", "fidelity", "preprocessing", "phantoms", "monailabel", "inference") if p in wall]
+    lines = [
+        "Wall time of each part (`benchmarks/run_all.py`, parts run one after another; the last run of each):",
+        "",
+        "| part | wall (min) | finished |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {p} | {_f(wall[p]['seconds'] / 60, 1)} | {wall[p]['finished']} |" for p in parts]
+    total = sum(wall[p]["seconds"] for p in parts)
+    return lines + [f"| **all** | **{_f(total / 60, 1)}** | |", ""]
+
+
+def write_report(out: Path, results_path: Path, doc_path: Path, smoke: bool) -> None:
     data = _load(out)
     machine = next((d["machine"] for d in data.values() if "cpu" in d.get("machine", {})), {})
+    wall = json.loads((out / "wall_seconds.json").read_text()) if (out / "wall_seconds.json").exists() else {}
+    glibc = out / "network_glibc_default.json"
+    if glibc.exists():
+        data["network_glibc_default"] = json.loads(glibc.read_text())
     results_path.write_text(json.dumps({"wall_seconds": wall, **data}, indent=2, default=str))
     docs = doc_path.parent
     lines = [
@@ -274,15 +335,10 @@ def write_report(out: Path, results_path: Path, doc_path: Path, wall: dict, smok
         "`benchmarks/results.json`." + (" **Smoke run: the numbers mean nothing.**" if smoke else ""),
         "",
     ]
-    if wall:
-        lines += [
-            "Wall time of this run: "
-            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in wall.items())
-            + f" (total {sum(wall.values()) / 60:.0f} min).",
-            "",
-        ]
+    lines += _wall(out)
     for name, fn in (
         ("network", _network),
+        ("network_glibc_default", _network_glibc_default),
         ("inference", _inference),
         ("preprocessing", _preprocessing),
         ("phantoms", _phantoms),

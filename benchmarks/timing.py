@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -33,12 +34,14 @@ def interleaved(
     """Run every candidate once per round, ``reps`` rounds after ``warmup``; report median and all times.
 
     Rounds alternate the order of candidates so drifts in machine load hit all of them alike. Before each round
-    we wait (up to 20 s) for a quiet machine and record the busy fraction seen.
+    we wait (up to 20 s) for a quiet machine and record the busy fraction seen; each run's kernel (system) seconds
+    and minor page faults are recorded too.
     """
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    kernel: dict[str, list[tuple[float, int]]] = {name: [] for name in candidates}
     busy = []
     names = list(candidates)
     for r in range(reps):
@@ -48,10 +51,23 @@ def interleaved(
             load = cpu_busy_fraction()
         busy.append(load)
         for name in names if r % 2 == 0 else names[::-1]:
+            before = resource.getrusage(resource.RUSAGE_SELF)
             t = time.perf_counter()
             candidates[name]()
             times[name].append(time.perf_counter() - t)
-    return {name: {"median_s": statistics.median(ts), "times_s": ts, "busy_before": busy} for name, ts in times.items()}
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            kernel[name].append((after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt))
+    return {
+        name: {
+            "median_s": statistics.median(ts),
+            "times_s": ts,
+            "busy_before": busy,
+            # kernel time and page faults of this process: memory first-touch costs show up here, not in user time
+            "sys_s": [k[0] for k in kernel[name]],
+            "minor_faults": [k[1] for k in kernel[name]],
+        }
+        for name, ts in times.items()
+    }
 
 
 def machine() -> dict:

@@ -25,6 +25,10 @@ def test_benchmark_harness_smoke(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) >= {"network", "fidelity", "inference", "preprocessing", "phantoms", "monailabel"}
     assert {c["kind"] for c in results["network"]["cases"]} == {"eval_forward", "train_step"}
+    assert results["network"]["keep_freed_memory"] is True  # as in the bundle's training
+    assert all(len(c["mome"]["sys_s"]) == len(c["mome"]["times_s"]) for c in results["network"]["cases"])
+    parts = {"network", "fidelity", "inference", "preprocessing", "phantoms", "monailabel"}
+    assert set(results["wall_seconds"]) == parts
     assert set(results["fidelity"]["summary"]) == {"mome", "mome_no_curriculum", "universal_unet", "task_unets"}
     assert results["fidelity"]["summary"]["mome"]["unseen"] is not None  # the held-out dataset was evaluated
     assert (
@@ -35,3 +39,4 @@ def test_benchmark_harness_smoke(tmp_path: Path) -> None:
     for heading in ("MoME overhead", "Full-volume inference", "Fidelity", "Preprocessing", "MONAI Label"):
         assert heading in report
     assert "Smoke run" in report
+    assert "| **all** |" in report  # the wall-time table sums every part
