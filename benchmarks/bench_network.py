@@ -4,7 +4,7 @@ The reference is the sum of the six stand-alone ``PlainConvUNet`` costs (five ex
 pre-built ``1 + K*features[0]``-channel input), using MoME's own sub-networks so the weights and kernels are the
 same. What MoME adds is the concatenation, the fusion and, in training, the two-term loss.
 
-    python benchmarks/bench_network.py [--smoke] [--presets small paper] [--reps 3] [--json OUT]
+    python benchmarks/bench_network.py [--smoke] [--presets small paper] [--reps 3] [--glibc-default] [--json OUT]
 """
 
 from __future__ import annotations

@@ -71,11 +71,8 @@ def _network_glibc_default(r: dict) -> list[str]:
     lines = [
         "### The same with glibc's default allocator",
         "",
-        "`python benchmarks/bench_network.py"
-        + ("" if {c["preset"] for c in r["cases"]} != {"paper"} else " --presets paper")
-        + " --reps 3 --glibc-default`"
-        + ("" if r["cases"][0]["mome"].get("sys_s") else " (an earlier run, which did not yet record kernel time)")
-        + ":",
+        f"`python benchmarks/bench_network.py --presets {' '.join(sorted({c['preset'] for c in r['cases']}))} "
+        "--reps 3 --glibc-default`:",
         "",
         "| preset | measure | MoME (s) | Σ six U-Nets (s) | ratio | kernel s per run, MoME / six | minor faults "
         "per run, MoME / six |",
@@ -310,12 +307,10 @@ def _monailabel(r: dict) -> list[str]:
     ]
 
 
-def _wall(out: Path) -> list[str]:
-    path = out / "wall_seconds.json"
-    if not path.exists():
+def _wall(wall: dict) -> list[str]:
+    parts = [p for p in PARTS if p in wall]
+    if not parts:
         return []
-    wall = json.loads(path.read_text())
-    parts = [p for p in ("network", "fidelity", "preprocessing", "phantoms", "monailabel", "inference") if p in wall]
     lines = [
         "Wall time of each part (`benchmarks/run_all.py`, parts run one after another; the last run of each):",
         "",
@@ -348,7 +343,7 @@ def write_report(out: Path, results_path: Path, doc_path: Path, smoke: bool) -> 
         "`benchmarks/results.json`." + (" **Smoke run: the numbers mean nothing.**" if smoke else ""),
         "",
     ]
-    lines += _wall(out)
+    lines += _wall(wall)
     for name, fn in (
         ("network", _network),
         ("network_glibc_default", _network_glibc_default),

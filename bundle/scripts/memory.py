@@ -2,7 +2,7 @@
 
 glibc serves every allocation above 32 MiB (most 3D activations) with a fresh ``mmap`` and unmaps it on free, so
 each training step faults in and zeroes all its activation memory again. On this project's 2-core VM that kernel
-work was 15-35 % of the CPU time of a paper-preset training step (64^3, batch 2) and grew with the step's peak
+work was 15-36 % of the CPU time of a paper-preset training step (64^3, batch 2) and grew with the step's peak
 memory, which penalises MoME (it holds six networks' activations at once). Serving big blocks from the heap and
 never trimming it removes the faults after the first step; the price is that the process keeps its peak resident
 size until it exits, which is fine for a training run and why this is not done for inference or the MONAI Label
@@ -12,7 +12,6 @@ server.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 __all__ = ["keep_freed_memory"]
@@ -26,10 +25,9 @@ def keep_freed_memory() -> bool:
     """Switch glibc malloc to heap-only, never-trimmed allocation; ``False`` where the C library is not glibc."""
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: nothing to tune
+    try:  # the C library already loaded into this process; no library search
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt: nothing to tune
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # mallopt returns 1 on success; -1 as trim threshold turns trimming off entirely (mallopt(3))
