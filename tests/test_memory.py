@@ -19,16 +19,17 @@ def step() -> None:  # a training step's pattern: several blocks above glibc's 3
     a, b = torch.ones(2**24), torch.ones(3 * 2**23)
     (a.sum() + b.sum()).item()
 
-def faults_of_last_step(steps: int = 8) -> int:
-    for _ in range(steps - 1):
+def faults_after_warm_up(warm_up: int = 8, steps: int = 16) -> int:
+    for _ in range(warm_up):
         step()
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    step()
+    for _ in range(steps):
+        step()
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
 
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
-print(faults_of_last_step())
+print(faults_after_warm_up())
 """
 
 
@@ -39,8 +40,11 @@ def test_repeated_steps_stop_faulting_in_fresh_pages() -> None:
         return int(probe.stdout)
 
     default, kept = faults("default"), faults("keep")
-    assert default > 10_000, "glibc's default maps (and faults in) 160 MiB of fresh pages on every step"
-    assert kept < default / 20, (default, kept)
+    assert default > 16 * 10_000, "glibc's default maps (and faults in) 160 MiB of fresh pages on every step"
+    # Kept memory is not zero faults in every process: small objects placed between the big blocks can make the heap
+    # grow by a block now and then (seen once in CI: 32 MiB on one step). Summed over 16 steps that stays far below
+    # the default's 160 MiB per step; a setting that did nothing would give a ratio near 1.
+    assert kept < default / 4, (default, kept)
 
 
 def test_training_config_applies_it() -> None:

@@ -4,7 +4,8 @@ glibc serves every allocation above 32 MiB (most 3D activations) with a fresh ``
 each training step faults in and zeroes all its activation memory again. On this project's 2-core VM that kernel
 work was 15-36 % of the CPU time of a paper-preset training step (64^3, batch 2) and grew with the step's peak
 memory, which penalises MoME (it holds six networks' activations at once). Serving big blocks from the heap and
-never trimming it removes the faults after the first step; the price is that the process keeps its peak resident
+never trimming it removes almost all the faults after the first few steps (small objects placed between big blocks
+can still make the heap grow now and then); the price is that the process keeps its peak resident
 size until it exits, which is fine for a training run and why this is not done for inference or the MONAI Label
 server.
 """
