@@ -311,8 +311,13 @@ def _wall(wall: dict) -> list[str]:
     parts = [p for p in PARTS if p in wall]
     if not parts:
         return []
+    runs = {wall[p].get("run") for p in parts}
+    if len(runs) == 1 and None not in runs and len(parts) == len(PARTS):
+        how = f"all from one uninterrupted run started {runs.pop()}"
+    else:
+        how = "the last run of each part; they come from separate runs"
     lines = [
-        "Wall time of each part (`benchmarks/run_all.py`, parts run one after another; the last run of each):",
+        f"Wall time of each part (`benchmarks/run_all.py`, parts run one after another; {how}):",
         "",
         "| part | wall (min) | finished | note |",
         "|---|---|---|---|",

@@ -45,7 +45,7 @@ def command(name: str, out: Path, smoke: bool) -> list[str]:
     return cmd + (["--smoke"] if smoke else [])
 
 
-def run_part(name: str, out: Path, smoke: bool) -> float:
+def run_part(name: str, out: Path, smoke: bool, run: str) -> float:
     """Run one part as its own process, its output in ``<out>/<name>.log``; its wall time is recorded."""
     if name == "inference":
         _export_final_mome(out)
@@ -60,15 +60,16 @@ def run_part(name: str, out: Path, smoke: bool) -> float:
     if name == "fidelity":
         (out / "fidelity.json").write_text((out / "fidelity" / "fidelity.json").read_text())
     print(f"   {seconds / 60:.1f} min", flush=True)
-    _record_wall(out, name, seconds)
+    _record_wall(out, name, seconds, run)
     return seconds
 
 
-def _record_wall(out: Path, name: str, seconds: float) -> None:
-    """Keep every part's latest wall time (parts re-run with ``--only`` keep the others' times)."""
+def _record_wall(out: Path, name: str, seconds: float, run: str) -> None:
+    """Keep every part's latest wall time and the start of the invocation that ran it (parts re-run with ``--only``
+    keep the others' times, and the report can tell one uninterrupted run from a patchwork)."""
     path = out / "wall_seconds.json"
     wall = json.loads(path.read_text()) if path.exists() else {}
-    wall[name] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M")}
+    wall[name] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M"), "run": run}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(wall, indent=2))
     tmp.replace(path)
@@ -93,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     out = (args.out or ROOT / ("benchmarks/out/smoke" if args.smoke else "benchmarks/out")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
+        run = time.strftime("%Y-%m-%d %H:%M:%S")
         for name in args.only:
-            run_part(name, out, args.smoke)
+            run_part(name, out, args.smoke, run)
     sys.path.insert(0, str(ROOT))
     from benchmarks.report import write_report
 

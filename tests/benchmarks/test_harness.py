@@ -29,6 +29,7 @@ def test_benchmark_harness_smoke(tmp_path: Path) -> None:
     assert all(len(c["mome"]["sys_s"]) == len(c["mome"]["times_s"]) for c in results["network"]["cases"])
     parts = {"network", "fidelity", "inference", "preprocessing", "phantoms", "monailabel"}
     assert set(results["wall_seconds"]) == parts
+    assert len({w["run"] for w in results["wall_seconds"].values()}) == 1  # one invocation ran every part
     assert set(results["fidelity"]["summary"]) == {"mome", "mome_no_curriculum", "universal_unet", "task_unets"}
     assert results["fidelity"]["summary"]["mome"]["unseen"] is not None  # the held-out dataset was evaluated
     assert (
@@ -40,3 +41,4 @@ def test_benchmark_harness_smoke(tmp_path: Path) -> None:
         assert heading in report
     assert "Smoke run" in report
     assert "| **all** |" in report  # the wall-time table sums every part
+    assert "one uninterrupted run started" in report
