@@ -12,9 +12,10 @@ PORT ?= 8000
 # Re-running with an unchanged lock is a no-op: the stamp is newer than the lock.
 setup: $(STAMP)
 
-$(STAMP): requirements.lock
+$(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	@cp requirements.lock $(STAMP)
 
@@ -25,7 +26,7 @@ test: setup lint
 	$(PY) -m pytest -q
 
 demo: setup
-	cd bundle && ../$(PY) -m scripts.demo --out ../demo_output
+	$(PY) -m demo --out demo_output
 
 serve: setup
 	$(PY) -m monailabel.main start_server --app monailabel_app --studies $(STUDIES) --host 127.0.0.1 --port $(PORT) --conf models mome $(SERVE_CONF)

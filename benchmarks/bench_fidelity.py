@@ -17,7 +17,6 @@ radar chart of all models, and the expert-specialisation index (share of gate we
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -26,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.timing import machine
+from scripts.atomic import save_json
+from scripts.evaluation import radar_chart, summarise
+from scripts.mome import MODALITIES, MoME, build_unet
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundle"
-sys.path.insert(0, str(BUNDLE))
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.timing import machine  # noqa: E402
-from scripts.evaluation import radar_chart, summarise  # noqa: E402
-from scripts.mome import MODALITIES, MoME, build_unet  # noqa: E402
 
 HOLDOUT = ("msseg2016", "MSSEG2016")  # profile folder, dataset name in the datalist
 COMMON = {
@@ -237,8 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
     data, models, log = out / "data", out / "models", out / "train.log"
     start = time.monotonic()
     if not (data / "datalist.json").exists():
+        from phantoms import generate
         from scripts.data.datalist import main as datalist
-        from scripts.phantoms import generate
 
         generate(data, subjects=args.subjects, spacing=2, seed=args.seed)
         test = "0.5" if args.smoke else "0.25"
@@ -279,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cases": rows,
         "wall_seconds": time.monotonic() - start,
     }
-    (out / "fidelity.json").write_text(json.dumps(results, indent=2))
+    save_json(results, out / "fidelity.json")
     for name, s in summary.items():
         a = s["seen"]["average"]
         unseen = s["unseen"]["average"]["case_level"] if s["unseen"] else float("nan")

@@ -34,13 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bundle"))
-sys.path.insert(0, str(ROOT))
+from benchmarks.timing import cpu_busy_fraction, machine, write_results
+from scripts.inference import MirroredSlidingWindowInferer
+from scripts.mome import MoME, build_unet
 
-from benchmarks.timing import cpu_busy_fraction, machine, write_results  # noqa: E402
-from scripts.inference import MirroredSlidingWindowInferer  # noqa: E402
-from scripts.mome import MoME, build_unet  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "reference": {"whole": False, "mirror": (0, 1, 2), "bf16": False},
@@ -60,9 +58,9 @@ def preprocessed_volume(spacing: float, smoke: bool) -> torch.Tensor:
 
     from monai.transforms import Compose, LoadImaged, MaskIntensityd, NormalizeIntensityd, Orientationd
 
+    from phantoms import generate
     from scripts.data.template import mni_template
     from scripts.data.transforms import RegisterToTemplated
-    from scripts.phantoms import generate
 
     out = Path(tempfile.mkdtemp()) / "ph"
     generate(out, profiles=["brats2021"], subjects=1, spacing=2 if smoke else 1, seed=0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import json
 import os
 import shutil
 import socket
@@ -29,6 +28,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from scripts.atomic import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "monailabel_app"
@@ -153,9 +154,7 @@ class LocalServer:
 
 def phantom_studies(work: Path, subjects: int = 2) -> tuple[Path, dict[str, Path]]:
     """A datastore of 2 mm BraTS-like phantoms named ``<subject>_<sequence>.nii.gz``; returns it and the labels."""
-    if str(BUNDLE) not in sys.path:
-        sys.path.insert(0, str(BUNDLE))
-    from scripts.phantoms import generate
+    from phantoms import generate
 
     out = work / "phantoms"
     manifest = generate(out, profiles=["brats2021"], subjects=subjects, spacing=2, seed=0, workers=1)
@@ -173,8 +172,6 @@ def phantom_studies(work: Path, subjects: int = 2) -> tuple[Path, dict[str, Path
 def random_weights(path: Path) -> Path:
     import torch
 
-    if str(BUNDLE) not in sys.path:
-        sys.path.insert(0, str(BUNDLE))
     from scripts.mome import MoME
 
     torch.manual_seed(0)
@@ -207,7 +204,6 @@ def _workdir(keep: str | None) -> Iterator[Path]:
 def run(reps: int, smoke: bool, workdir: str | None = None) -> dict:
     from monailabel.client import MONAILabelClient
 
-    sys.path.insert(0, str(ROOT))
     from benchmarks.timing import cpu_busy_fraction, machine
 
     with _workdir(workdir) as work:
@@ -266,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"train request, 1 epoch on {result['train_images']} images {result['train_turnaround_s']:8.2f} s")
     print(f"machine busy with other work before each step: {result['cpu_busy_before']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        save_json(result, args.json)
     return result
 
 

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundle"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.timing import interleaved, machine, write_results  # noqa: E402
-from scripts.losses import MoMELoss, seg_loss  # noqa: E402
-from scripts.memory import keep_freed_memory  # noqa: E402
-from scripts.mome import PRESETS, MoME  # noqa: E402
+from benchmarks.timing import interleaved, machine, write_results
+from scripts.losses import MoMELoss, seg_loss
+from scripts.memory import keep_freed_memory
+from scripts.mome import PRESETS, MoME
 
 # (eval size, train size, train batch) per preset; the paper's 128^3 training step does not fit 24 GiB on CPU
 SIZES = {"small": (64, 64, 2), "paper": (128, 64, 2)}

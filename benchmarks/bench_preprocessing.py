@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.timing import cpu_busy_fraction, machine, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bundle"))
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.timing import cpu_busy_fraction, machine, write_results  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     from monai.bundle import ConfigParser
 
-    from scripts.phantoms import generate
+    from phantoms import generate
 
     spacing = 2 if args.smoke else 1
     out = Path(tempfile.mkdtemp()) / "ph"

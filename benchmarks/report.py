@@ -13,6 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
+from scripts.atomic import save_json
+
 PARTS = ("network", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
 MODELS = {
     "mome": "MoME (curriculum)",
@@ -336,7 +338,7 @@ def write_report(out: Path, results_path: Path, doc_path: Path, smoke: bool) -> 
     glibc = out / "network_glibc_default.json"
     if glibc.exists():
         data["network_glibc_default"] = json.loads(glibc.read_text())
-    results_path.write_text(json.dumps({"wall_seconds": wall, **data}, indent=2, default=str))
+    save_json({"wall_seconds": wall, **data}, results_path)
     docs = doc_path.parent
     lines = [
         "# Benchmarks",

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from scripts.atomic import save_json
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -70,9 +72,7 @@ def _record_wall(out: Path, name: str, seconds: float, run: str) -> None:
     path = out / "wall_seconds.json"
     wall = json.loads(path.read_text()) if path.exists() else {}
     wall[name] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M"), "run": run}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(wall, indent=2))
-    tmp.replace(path)
+    save_json(wall, path)
 
 
 def _export_final_mome(out: Path) -> None:
@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         run = time.strftime("%Y-%m-%d %H:%M:%S")
         for name in args.only:
             run_part(name, out, args.smoke, run)
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.report import write_report
+        from benchmarks.report import write_report
 
     if args.smoke:  # never overwrite the published numbers with smoke numbers
         write_report(out, out / "results.json", out / "BENCHMARKS.md", smoke=True)

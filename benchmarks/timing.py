@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
 import statistics
 import time
 from collections.abc import Callable
+
+from scripts.atomic import save_json
 
 __all__ = ["cpu_busy_fraction", "interleaved", "machine", "write_results"]
 
@@ -93,6 +94,4 @@ def machine() -> dict:
 def write_results(path: os.PathLike | None, results: dict) -> None:
     """Write a benchmark's results as JSON when a path is given (``--json``)."""
     if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
+        save_json(results, path)

@@ -23,14 +23,14 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-from lib.datastore import CheckedDatastore
-from lib.errors import conflict, not_found, unprocessable
-from lib.infer import MoMEInferTask, how_to_get_weights
-from lib.options import LABELS, MODEL_NAME, AppOptions
-from lib.scoring import ExpertDisagreementScoring
-from lib.strategy import Uncertainty
-from lib.train import MoMETrainTask, NoLabelsError
-from lib.volumes import VolumeError, check_image
+from monailabel_app.lib.bundle import bundle_module
+from monailabel_app.lib.datastore import CheckedDatastore
+from monailabel_app.lib.errors import conflict, not_found, unprocessable
+from monailabel_app.lib.infer import MoMEInferTask, how_to_get_weights
+from monailabel_app.lib.options import LABELS, MODEL_NAME, AppOptions
+from monailabel_app.lib.scoring import ExpertDisagreementScoring
+from monailabel_app.lib.strategy import Uncertainty
+from monailabel_app.lib.train import MoMETrainTask, NoLabelsError
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +95,21 @@ class MoMEApp(MONAILabelApp):
             if not path:
                 raise not_found(f"image {image!r} is not in the datastore")
             if Path(path).is_file():
-                try:
-                    check_image(path)
-                except VolumeError as e:
+                io = bundle_module(self.options.bundle, "scripts.io")
+                try:  # the header only: the voxels are checked where the pipeline loads them (LoadVolumed)
+                    io.check_header(io.read_header(path))
+                except io.VolumeError as e:
                     raise unprocessable(f"cannot segment this image: {e}") from e
         try:
             if self.infer_task.weights() is None:
                 raise conflict(how_to_get_weights(self.options))
         except ValueError as e:  # the weights file exists but is not a MoME checkpoint
             raise conflict(f"the served weights are unusable: {e}") from e
-        return super().infer(request, datastore)
+        io = bundle_module(self.options.bundle, "scripts.io")
+        try:
+            return super().infer(request, datastore)
+        except io.VolumeError as e:  # raised by LoadVolumed where the pipeline reads the voxels
+            raise unprocessable(f"cannot segment this image: {e}") from e
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request.get("model")

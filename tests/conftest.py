@@ -18,7 +18,7 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory: pytest.TempPathFactory):
     """All six phantom datasets, two subjects each, 2 mm (generated once per test session)."""
-    from scripts.phantoms import generate
+    from phantoms import generate
 
     root = tmp_path_factory.mktemp("phantoms") / "data"
     generate(root, subjects=2, spacing=2, seed=0)

@@ -9,10 +9,9 @@ import pytest
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
 # in a child process: the setting lasts for the life of the process and must not leak into the test session
-PROBE = f"""
+PROBE = """
 import resource, sys
 import torch
-sys.path.insert(0, {str(BUNDLE)!r})
 from scripts.memory import keep_freed_memory
 
 def step() -> None:  # a training step's pattern: several blocks above glibc's 32 MiB mmap limit, all freed at the end

@@ -46,5 +46,6 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> None:
+    """Every JSON file the project writes (datalists, reports, manifests, benchmark results) goes through here."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")

@@ -18,13 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from scripts.atomic import save_torch
 from scripts.mome import MODALITIES, MoME
 
 __all__ = ["convert", "load_nnunet_weights"]
-
-_PREFIXES = ("module.", "_orig_mod.")
 
 
 def load_nnunet_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -38,12 +37,9 @@ def load_nnunet_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(ckpt, Mapping) or "network_weights" not in ckpt:
         keys = sorted(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ValueError(f"{path}: expected an nnU-Net checkpoint with key 'network_weights', found {keys}")
-    weights = {}
-    for key, value in ckpt["network_weights"].items():
-        for prefix in _PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        weights[key] = value
+    weights = dict(ckpt["network_weights"])
+    for prefix in ("module.", "_orig_mod."):  # DDP and torch.compile wrappers
+        consume_prefix_in_state_dict_if_present(weights, prefix)
     return weights
 
 

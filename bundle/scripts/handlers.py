@@ -1,5 +1,5 @@
-"""Ignite handlers for MoME training: the curriculum, the reference's gate-only gradient clipping, and atomic
-checkpoints."""
+"""Ignite handlers for MoME training: the curriculum, the reference's gate-only gradient clipping, atomic
+checkpoints and the resumable training state (MONAI's saver and loader, with the best score kept)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,23 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
+from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.engines import IterationEvents
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.networks.utils import copy_model_state
 from torch import nn
 
 from scripts.atomic import save_torch
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "BestModel",
     "CurriculumHandler",
     "GateGradientClipHandler",
-    "TrainingStateHandler",
+    "ResumeLoader",
     "curriculum_weight",
     "load_expert_weights",
+    "training_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,6 +90,11 @@ class GateGradientClipHandler:
         torch.nn.utils.clip_grad_norm_(gate.parameters(), self.max_norm)
 
 
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class _AtomicDiskSaver(BaseSaveHandler):
     """Write each checkpoint to a temporary file and rename it into place."""
 
@@ -96,11 +104,15 @@ class _AtomicDiskSaver(BaseSaveHandler):
         self.key = key
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if _rank() > 0:  # every rank runs the same handlers; only rank 0 writes
+            return
         if self.key is not None:  # Ignite stores a lone object's state dict bare; keep the bundle's {"model": ...}
             checkpoint = {self.key: checkpoint}
         save_torch(checkpoint, self.dirname / (self.filename or filename))
 
     def remove(self, filename: str) -> None:
+        if _rank() > 0:
+            return
         # a fixed name is replaced by the next save; removing it first would leave a window with no model at all
         if self.filename is None:
             (self.dirname / filename).unlink(missing_ok=True)
@@ -111,78 +123,79 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     MONAI's own saver writes in place, so a crash or a concurrent reader (MONAI Label reloads ``model.pt`` when its
     mtime changes) can see a truncated file, and with a fixed file name the old file is deleted before the new one
-    exists. Here a fixed name (``key_metric_filename``, ``final_filename``) is always replaced in one rename. And
-    a single saved object keeps its name (``{"model": state_dict}``, the bundle convention) where Ignite would
-    store the bare state dict.
+    exists. Here a fixed name (``key_metric_filename``, ``final_filename``, and ``interval_filename`` for the
+    epoch-interval checkpoint) is always replaced in one rename. And a single saved object keeps its name
+    (``{"model": state_dict}``, the bundle convention) where Ignite would store the bare state dict.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, interval_filename: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         key = next(iter(self.save_dict)) if len(self.save_dict) == 1 else None
         for checkpoint, name in (
             (self._final_checkpoint, kwargs.get("final_filename")),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
-            (self._interval_checkpoint, None),
+            (self._interval_checkpoint, interval_filename),
         ):
             if checkpoint is not None:
                 checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, name, key)
 
 
-class TrainingStateHandler:
-    """The resumable training state in one file: weights, optimizer, LR schedule, AMP scaler and the trainer's
-    epoch and iteration. Saved atomically after every epoch (by rank 0 only); restored at start when ``resume``.
+class BestModel:
+    """The best validation score so far, as part of the resumable training state.
 
-    It is a trainer handler that learns its trainer at ``attach``, so the config needs no reference from the
-    trainer's own handler list back to the trainer. The curriculum weight is a function of the epoch, so it
-    continues where it stopped too.
+    Ignite's key-metric checkpoint keeps the score of the file it wrote only in memory, so after a resume the first
+    validation would replace ``model.pt`` even when it is worse. Saved and restored with the training state, the
+    saver compares against the score of the model on disk, and the evaluator reports the right best epoch.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        network: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        lr_scheduler: object | None = None,
-        resume: bool = False,
-        map_location: str | torch.device | None = "cpu",
-    ) -> None:
-        self.path = Path(path)
-        self.objects: dict = {"model": network, "optimizer": optimizer}
-        if lr_scheduler is not None:
-            self.objects["lr_scheduler"] = lr_scheduler
-        self.resume = resume
-        self.map_location = map_location
+    def __init__(self, evaluator: Engine, saver: CheckpointSaver) -> None:
+        self.evaluator = evaluator
+        self.checkpoint = saver._key_metric_checkpoint  # MONAI's saver holds Ignite's Checkpoint here
 
-    def attach(self, engine: Engine) -> None:
-        self.objects["trainer"] = engine
-        if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
-            self.objects["scaler"] = engine.scaler
-        if self.resume:
-            engine.add_event_handler(Events.STARTED, self.load)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+    def state_dict(self) -> dict:
+        state = self.evaluator.state
+        return {
+            "best_metric": float(state.best_metric),
+            "best_metric_epoch": int(state.best_metric_epoch),
+            "saved": self.checkpoint.state_dict() if self.checkpoint is not None else {"saved": []},
+        }
 
-    def load(self, engine: Engine) -> None:
-        if not self.path.is_file():
-            raise FileNotFoundError(f"resume requested but there is no training checkpoint at {self.path}")
-        max_epochs = engine.state.max_epochs
-        checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=False)
-        missing = sorted(set(self.objects) - set(checkpoint))
+    def load_state_dict(self, state: Mapping) -> None:
+        self.evaluator.state.best_metric = float(state["best_metric"])
+        self.evaluator.state.best_metric_epoch = int(state["best_metric_epoch"])
+        if self.checkpoint is not None:
+            self.checkpoint.load_state_dict(state["saved"])
+
+
+def training_state(trainer: Engine, network: nn.Module, optimizer: torch.optim.Optimizer, **extra: object) -> dict:
+    """What ``checkpoint.pt`` holds: weights, optimizer, trainer (epoch, iteration), AMP scaler and ``extra``
+    (LR schedule, best model) -- the ``save_dict`` of the state saver and the ``load_dict`` of a resume."""
+    state: dict = {"model": network, "optimizer": optimizer, "trainer": trainer}
+    state.update({k: v for k, v in extra.items() if v is not None})
+    if getattr(trainer, "amp", False) and getattr(trainer, "scaler", None) is not None:
+        state["scaler"] = trainer.scaler
+    return state
+
+
+class ResumeLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` for ``checkpoint.pt`` with errors that name the file and say what to do."""
+
+    def __call__(self, engine: Engine) -> None:
+        path = Path(self.load_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"resume requested but there is no training checkpoint at {path}")
+        try:
+            keys = set(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
+        missing = sorted(set(self.load_dict) - keys)
         if missing:
-            raise KeyError(f"{self.path} lacks {missing}: not a training checkpoint of this bundle")
-        Checkpoint.load_objects(self.objects, checkpoint)
+            raise KeyError(f"{path} lacks {missing}: not a training checkpoint of this bundle")
+        max_epochs = engine.state.max_epochs
+        super().__call__(engine)
         if engine.state.epoch >= max_epochs:
-            raise ValueError(f"{self.path} is at epoch {engine.state.epoch}; raise `epochs` above it to continue")
-        engine.state.max_epochs = max_epochs
-        logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}")
-
-    def save(self, engine: Engine) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
-            return
-        state = {}
-        for name, obj in self.objects.items():
-            obj = getattr(obj, "module", obj)  # no DDP "module." prefix on disk
-            state[name] = obj.state_dict()
-        save_torch(state, self.path)
+            raise ValueError(f"{path} is at epoch {engine.state.epoch}; raise `epochs` above it to continue")
+        logger.info(f"resumed from {path} at epoch {engine.state.epoch}")
 
 
 def load_expert_weights(network: nn.Module, folder: str | os.PathLike) -> list[str]:
@@ -200,10 +213,14 @@ def load_expert_weights(network: nn.Module, folder: str | os.PathLike) -> list[s
             logger.warning(f"no stage-1 weights for the {modality} expert at {path}; it starts from scratch")
             continue
         state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            model.experts[k].load_state_dict(state.get("model", state), strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{path} does not fit the {modality} expert of this network: {e}") from e
+        state = state.get("model", state)
+        prefix = f"experts.{k}."
+        merged, updated, _ = copy_model_state(model, state, dst_prefix=prefix, inplace=False)
+        expected = [key for key in merged if key.startswith(prefix)]
+        if sorted(updated) != sorted(expected) or len(state) != len(expected):
+            wrong = sorted(set(expected) - set(updated))[:5] or sorted(set(state) - {k[len(prefix) :] for k in updated})
+            raise ValueError(f"{path} does not fit the {modality} expert of this network: mismatched keys {wrong}")
+        model.load_state_dict(merged, strict=True)
         loaded.append(modality)
     if not loaded:
         raise FileNotFoundError(f"experts_from={folder}: no expert_<modality>.pt files for {model.modalities}")

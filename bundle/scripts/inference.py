@@ -10,14 +10,12 @@ import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
-__all__ = ["MirroredSlidingWindowInferer", "list_images", "missing_weights"]
+from scripts.io import SUFFIXES, check_image, has_image_suffix
 
-_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+__all__ = ["MirroredSlidingWindowInferer", "list_images", "missing_weights"]
 
 
 def _float32(out):
@@ -82,8 +80,8 @@ class MirroredSlidingWindowInferer(Inferer):
 def list_images(inputs: str | Sequence[str]) -> list[dict]:
     """``[{"image": path}, ...]`` for image files and/or folders of images (any modality, no label needed).
 
-    Every file is opened and read before inference starts, so a missing, corrupt or non-3D file stops the run
-    with its name instead of failing hours later or being skipped.
+    Every file is checked completely (:func:`scripts.io.check_image`) before inference starts, so a missing,
+    corrupt, 4D or NaN-filled file stops the run with its name instead of failing later or being skipped.
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -91,23 +89,16 @@ def list_images(inputs: str | Sequence[str]) -> list[dict]:
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_SUFFIXES))
+            found = sorted(p for p in path.iterdir() if p.is_file() and has_image_suffix(p))
             if not found:
-                raise FileNotFoundError(f"no images ({', '.join(_SUFFIXES)}) in folder {path}")
+                raise FileNotFoundError(f"no images ({', '.join(SUFFIXES)}) in folder {path}")
             files += found
         elif path.is_file():
             files.append(path)
         else:
             raise FileNotFoundError(f"input image or folder not found: {path}")
     for path in files:
-        if path.name.endswith((".nii", ".nii.gz")):
-            try:
-                img = nib.load(path)
-                np.asarray(img.dataobj)
-            except Exception as e:
-                raise ValueError(f"unreadable or corrupt image {path}: {e}") from e
-            if len(img.shape) != 3:
-                raise ValueError(f"{path}: expected one 3D image, got shape {img.shape}")
+        check_image(path)
     return [{"image": str(p)} for p in files]
 
 

@@ -12,9 +12,8 @@ from typing import Any
 
 from monailabel.datastore.local import LocalDatastore
 
-from lib.bundle import bundle_module
-from lib.errors import not_found, unprocessable
-from lib.volumes import VolumeError, check_image, check_label
+from monailabel_app.lib.bundle import bundle_module
+from monailabel_app.lib.errors import not_found, unprocessable
 
 __all__ = ["CheckedDatastore"]
 
@@ -44,9 +43,10 @@ class CheckedDatastore(LocalDatastore):
             raise unprocessable(str(e)) from e
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        io = bundle_module(self.bundle, "scripts.io")
         try:
-            check_image(image_filename)
-        except VolumeError as e:
+            io.check_image(image_filename)
+        except io.VolumeError as e:
             raise unprocessable(f"image {image_id or Path(image_filename).name} refused: {e}") from e
         info = self._canonical_modality(dict(image_info or {}), where=f"the upload of {image_id}")
         return super().add_image(image_id, image_filename, info)
@@ -55,9 +55,10 @@ class CheckedDatastore(LocalDatastore):
         image = self.get_image_uri(image_id)
         if not image:
             raise not_found(f"image {image_id!r} is not in the datastore; upload it before its label")
+        io = bundle_module(self.bundle, "scripts.io")
         try:
-            check_label(label_filename, image)
-        except VolumeError as e:
+            io.check_label(label_filename, image)
+        except io.VolumeError as e:
             raise unprocessable(f"label for {image_id} refused, nothing was stored: {e}") from e
         return super().save_label(image_id, label_filename, label_tag, label_info)
 

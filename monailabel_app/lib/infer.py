@@ -20,8 +20,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 
-from lib.bundle import ServedWeights, bundle_module, load_state_dict, served_weights
-from lib.options import AppOptions
+from monailabel_app.lib.bundle import ServedWeights, bundle_module, load_state_dict, served_weights
+from monailabel_app.lib.options import AppOptions
 
 __all__ = ["MoMEInferTask", "NoWeightsError", "how_to_get_weights"]
 

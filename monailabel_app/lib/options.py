@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib.bundle import bundle_module
+from monailabel_app.lib.bundle import bundle_module
 
 __all__ = ["LABELS", "MODEL_NAME", "AppOptions", "parse_bool", "parse_size"]
 

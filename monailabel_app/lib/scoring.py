@@ -25,7 +25,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.utils.others.generic import name_to_device
 
-from lib.infer import MoMEInferTask
+from monailabel_app.lib.infer import MoMEInferTask
 
 __all__ = ["KEY_MODEL", "KEY_SCORE", "ExpertDisagreementScoring", "expert_disagreement"]
 

@@ -17,7 +17,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from lib.scoring import KEY_MODEL, KEY_SCORE, ExpertDisagreementScoring
+from monailabel_app.lib.scoring import KEY_MODEL, KEY_SCORE, ExpertDisagreementScoring
 
 __all__ = ["Uncertainty"]
 

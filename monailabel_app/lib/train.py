@@ -30,8 +30,8 @@ from monai.handlers import CheckpointLoader
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
 
-from lib.bundle import ServedWeights, bundle_module, served_weights
-from lib.options import AppOptions
+from monailabel_app.lib.bundle import ServedWeights, bundle_module, served_weights
+from monailabel_app.lib.options import AppOptions
 
 __all__ = ["MoMETrainTask", "NoLabelsError", "modality_of"]
 

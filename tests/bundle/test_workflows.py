@@ -18,19 +18,12 @@ import pytest
 import torch
 from ignite.engine import Events
 
+from demo.commands import BUNDLE, CONFIGS, bundle_command, config_files
 from scripts.handlers import curriculum_weight
 from scripts.mome import MoME
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
-CONFIGS = BUNDLE / "configs"
-
-#: Overrides that make every workflow run in seconds on a CPU.
+#: On top of ``configs/cpu.json``: overrides that make every workflow run in seconds.
 TINY = {
-    "preset": "small",
-    "patch_size": [32, 32, 32],
-    "sw_roi_size": [96, 128, 96],
-    "spacing": 2.0,
-    "register": False,
     "epochs": 1,
     "iterations_per_epoch": 2,
     "batch_size": 2,
@@ -41,12 +34,12 @@ TINY = {
 
 
 def workflow(configs: list[str], workflow_type: str = "train", **override):
-    """A ``ConfigWorkflow`` over bundle configs with the tiny overrides (as the model-zoo tests build them)."""
+    """A ``ConfigWorkflow`` over bundle configs + the CPU overlay with the tiny overrides (model-zoo test style)."""
     from monai.bundle import ConfigWorkflow
 
-    files = [str(CONFIGS / c) for c in configs]
+    files = [str(BUNDLE / f) for f in config_files(configs)]
     return ConfigWorkflow(
-        config_file=files if len(files) > 1 else files[0],
+        config_file=files,
         meta_file=str(CONFIGS / "metadata.json"),
         logging_file=str(CONFIGS / "logging.conf"),
         workflow_type=workflow_type,
@@ -214,8 +207,8 @@ def test_inference_shares_network_and_preprocessing_with_train() -> None:
 
 def test_bad_inputs_get_clear_errors(tiny_dataset: Path, phantom_root: Path, tmp_path: Path) -> None:
     wf = workflow(["train.json"], dataset_dir=str(tmp_path / "nowhere"), ckpt_dir=str(tmp_path))
-    wf.initialize()
     with pytest.raises(Exception) as err:
+        wf.initialize()
         wf.run()
     assert "dataset folder not found" in _chain(err.value) and "nowhere" in _chain(err.value)
 
@@ -236,7 +229,7 @@ def test_bad_inputs_get_clear_errors(tiny_dataset: Path, phantom_root: Path, tmp
     wf.initialize()
     with pytest.raises(Exception) as err:
         wf.run()
-    assert "unreadable or corrupt image" in _chain(err.value) and "broken.nii.gz" in _chain(err.value)
+    assert "cannot be read as an image" in _chain(err.value) and "broken.nii.gz" in _chain(err.value)
 
     wf = workflow(["inference.json"], workflow_type="infer", input=[str(tmp_path / "empty")], ckpt_dir=str(tmp_path))
     (tmp_path / "empty").mkdir()
@@ -255,21 +248,7 @@ def _chain(error: BaseException) -> str:
 
 
 def _cli(configs: list[str], **override) -> list[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        str([str(CONFIGS / c) for c in configs]),
-        "--logging_file",
-        str(CONFIGS / "logging.conf"),
-        "--bundle_root",
-        str(BUNDLE),
-    ]
-    for key, value in {**TINY, **override}.items():
-        args += [f"--{key}", repr(value) if not isinstance(value, str) else value]
-    return args
+    return bundle_command(configs, bundle_root=str(BUNDLE), **{**TINY, **override})
 
 
 @pytest.mark.slow
@@ -281,9 +260,8 @@ def test_resume_continues_epoch_and_curriculum(tiny_dataset: Path, tmp_path: Pat
         "val_interval": 10,
         "output_dir": str(tmp_path / "eval"),
     }
-    env = {**os.environ, "PYTHONPATH": str(BUNDLE)}
     proc = subprocess.Popen(
-        _cli(["train.json"], **common), cwd=BUNDLE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _cli(["train.json"], **common), cwd=BUNDLE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     state = tmp_path / "checkpoint.pt"
     try:
@@ -305,8 +283,9 @@ def test_resume_continues_epoch_and_curriculum(tiny_dataset: Path, tmp_path: Pat
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: seen.append((e.state.epoch, loss.expert_weight)))
     network = wf.parser.get_parsed_content("network")
     resumed_params = {}
-    trainer.add_event_handler(
-        Events.STARTED, lambda e: resumed_params.update({k: v.clone() for k, v in network.state_dict().items()})
+    trainer.add_event_handler(  # the first epoch after the resume starts from the saved weights
+        Events.EPOCH_STARTED,
+        lambda e: resumed_params or resumed_params.update({k: v.clone() for k, v in network.state_dict().items()}),
     )
     wf.run()
     wf.finalize()
@@ -333,7 +312,7 @@ def test_torchrun_two_process_gloo_training(tiny_dataset: Path, tmp_path: Path) 
         output_dir=str(tmp_path / "eval"),
     )
     cmd = [str(torchrun), "--standalone", "--nnodes=1", "--nproc_per_node=2", *args[1:]]
-    env = {**os.environ, "PYTHONPATH": str(BUNDLE), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
     errors = [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line]
     assert result.returncode == 0, "\n".join(errors[-20:])

@@ -122,7 +122,7 @@ def test_shape_and_affine_mismatch_are_named(phantom_root, tmp_path, capsys) -> 
     img = nib.load(label)
     data = np.asarray(img.dataobj)
     nib.save(nib.Nifti1Image(data[:-2], img.affine), label)
-    _fails(tmp_path, ["--atlas", str(root)], capsys, "has shape", label.name)
+    _fails(tmp_path, ["--atlas", str(root)], capsys, "does not match", label.name)
     shifted = img.affine.copy()
     shifted[0, 3] += 5
     nib.save(nib.Nifti1Image(data, shifted), label)
@@ -134,7 +134,7 @@ def test_corrupt_nifti_is_named(phantom_root, tmp_path, capsys) -> None:
     image = next(root.rglob("*_dwi.nii.gz"))
     raw = gzip.decompress(image.read_bytes())
     image.write_bytes(gzip.compress(raw)[: len(raw) // 50])  # truncated gzip stream
-    _fails(tmp_path, ["--isles", str(root)], capsys, "corrupt", image.name)
+    _fails(tmp_path, ["--isles", str(root)], capsys, "cannot be read", image.name)
 
 
 def test_unknown_modality_and_empty_folder(phantom_root, tmp_path, capsys) -> None:
@@ -197,6 +197,6 @@ def test_load_errors_name_the_file(tmp_path) -> None:
 
 
 def test_phantom_folder_map_covers_every_profile() -> None:
-    from scripts.phantoms import PROFILES
+    from phantoms import PROFILES
 
     assert sorted(n for names in PHANTOM_FOLDERS.values() for n in names) == sorted(PROFILES)

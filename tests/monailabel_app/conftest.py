@@ -1,15 +1,13 @@
 """Fixtures for the MONAI Label app: tiny synthetic volumes, random small-preset weights, an in-process client.
 
-The app's modules are imported as ``lib`` (MONAI Label's convention: the app folder is on the path). MONAI Label
-normally unloads and re-imports the bundle's ``scripts`` package around every call; in one pytest process that
-would hand later test modules fresh copies of classes they imported earlier, so it is switched off here.
+The app's modules are the installed package ``monailabel_app.lib``. MONAI Label normally unloads and re-imports the
+app's ``lib`` around every call; in one pytest process that is switched off here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +22,6 @@ os.environ.setdefault("MONAI_LABEL_AUTO_UPDATE_SCORING", "false")
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "monailabel_app"
 BUNDLE = ROOT / "bundle"
-if str(APP_DIR) not in sys.path:
-    sys.path.insert(0, str(APP_DIR))
 
 #: CPU-sized knobs for the tiny volumes below: one 48^3 window covers a whole cropped volume.
 TINY_CONF = {"spacing": "2", "register": "false", "patch_size": "32", "sw_roi_size": "48", "epochs": "1"}

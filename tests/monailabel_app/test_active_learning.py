@@ -11,8 +11,8 @@ import pytest
 import torch
 from monailabel.datastore.local import LocalDatastore
 
-from lib.scoring import KEY_MODEL, KEY_SCORE, ExpertDisagreementScoring, expert_disagreement
-from lib.strategy import Uncertainty
+from monailabel_app.lib.scoring import KEY_MODEL, KEY_SCORE, ExpertDisagreementScoring, expert_disagreement
+from monailabel_app.lib.strategy import Uncertainty
 
 
 def test_agreeing_experts_score_zero_and_opposed_experts_score_ln2() -> None:

@@ -118,19 +118,20 @@ def test_bad_input_is_refused_with_a_message_and_the_server_keeps_serving(
             (client.post("/scoring/nope?run_sync=true"), 404, "unknown scoring method"),
         ]
         with corrupt.open("rb") as f:
-            checks.append((client.post("/infer/mome", files={"file": ("x.nii.gz", f)}), 422, "could not be read"))
+            res = client.post("/infer/mome", files={"file": ("x.nii.gz", f)})
+            checks.append((res, 422, "cannot be read as an image"))
         with corrupt.open("rb") as f:
             res = client.put("/datastore/image?image=corrupt", files={"file": ("corrupt.nii.gz", f)})
-            checks.append((res, 422, "could not be read"))
+            checks.append((res, 422, "cannot be read as an image"))
         with four_d.open("rb") as f:
             res = client.put("/datastore/image?image=brats4d", files={"file": ("brats4d.nii.gz", f)})
-            checks.append((res, 422, "split a multi-sequence"))
+            checks.append((res, 422, "multi-sequence file into one file per sequence"))
         with wrong_label.open("rb") as f:
             res = client.put("/datastore/label?image=case0_flair&tag=final", files={"label": ("l.nii.gz", f)})
-            checks.append((res, 422, "does not match the image shape"))
+            checks.append((res, 422, "does not match the image"))
         with corrupt.open("rb") as f:
             res = client.put("/datastore/label?image=case0_flair&tag=final", files={"label": ("l.nii.gz", f)})
-            checks.append((res, 422, "could not be read"))
+            checks.append((res, 422, "cannot be read as an image"))
         with good_label.open("rb") as f:
             res = client.put("/datastore/label?image=no_such_image&tag=final", files={"label": ("l.nii.gz", f)})
             checks.append((res, 404, "not in the datastore"))

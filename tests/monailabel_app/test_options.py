@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.options import AppOptions, parse_bool, parse_size
+from monailabel_app.lib.options import AppOptions, parse_bool, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "monailabel_app"

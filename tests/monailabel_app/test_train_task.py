@@ -9,8 +9,8 @@ import pytest
 import torch
 from monailabel.tasks.train.bundle import BundleTrainTask
 
-from lib.options import AppOptions
-from lib.train import MoMETrainTask, modality_of
+from monailabel_app.lib.options import AppOptions
+from monailabel_app.lib.train import MoMETrainTask, modality_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundle"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.phantoms import generate
+from phantoms import generate
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-import scripts.phantoms.build as build
-from scripts.phantoms import PROFILES, generate
+import phantoms.build as build
+from phantoms import PROFILES, generate
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "scripts.phantoms", *args], cwd=BUNDLE, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "phantoms", *args], cwd=BUNDLE, capture_output=True, text=True, timeout=120
     )
 
 

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.phantoms import MODALITIES, PROFILES
-from scripts.phantoms.profiles import get_profile
+from phantoms import MODALITIES, PROFILES
+from phantoms.profiles import get_profile
 
 B21 = "brats2021/RSNA_ASNR_MICCAI_BraTS2021_TrainingData/BraTS2021_00000"
 MET = "brats_mets/ASNR-MICCAI-BraTS2023-MET-Challenge-TrainingData/BraTS-MET-00001-000"

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.phantoms import load_anatomy, synthesize
-from scripts.phantoms.anatomy import template_files
+from phantoms import load_anatomy, synthesize
+from phantoms.anatomy import template_files
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
 
@@ -49,7 +49,7 @@ def test_loading_imports_nothing_that_could_download() -> None:
         "def refuse(*a, **k): raise OSError('network')\n"
         "socket.socket.connect = refuse; socket.create_connection = refuse\n"
         "import sys\n"
-        "from scripts.phantoms import load_anatomy\n"
+        "from phantoms import load_anatomy\n"
         "load_anatomy(2)\n"
         "assert 'nilearn' not in sys.modules, 'nilearn was imported'\n"
     )

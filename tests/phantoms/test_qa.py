@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.phantoms import PROFILES, synthesize
-from scripts.phantoms.qa import check_subject, qualitative_checks, ratio_checks, table_check
+from phantoms import PROFILES, synthesize
+from phantoms.qa import check_subject, qualitative_checks, ratio_checks, table_check
 
 # Compartments whose ratio must actually be measured (not skipped for lack of pure voxels) in the seed-0 tree.
 MUST_CHECK = {

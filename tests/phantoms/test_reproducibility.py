@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from scripts.phantoms import generate, synthesize
+from phantoms import generate, synthesize
 
 
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray, bytes]:

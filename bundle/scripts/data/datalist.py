@@ -22,17 +22,15 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-
 from scripts.atomic import save_json
 from scripts.data.converters import CONVERTERS, Item
 from scripts.data.modality import canonical_modality
+from scripts.io import check_image, check_label
 
 __all__ = ["PHANTOM_FOLDERS", "build", "check_item", "load", "main", "split"]
 
 SPLITS = ("training", "validation", "test")
-#: Where ``python -m scripts.phantoms`` puts each imitated dataset inside its output folder.
+#: Where ``python -m phantoms`` puts each imitated dataset inside its output folder.
 PHANTOM_FOLDERS = {
     "brats": ("brats2021", "brats_mets"),
     "atlas": ("atlas2",),
@@ -42,34 +40,10 @@ PHANTOM_FOLDERS = {
 }
 
 
-def _header(path: str) -> tuple[tuple[int, ...], np.ndarray]:
-    try:
-        img = nib.load(path)
-        shape = tuple(int(s) for s in img.shape)
-        np.asarray(img.dataobj)  # reads and decompresses everything: a truncated file fails here
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ValueError(f"unreadable or corrupt NIfTI file {path}: {e}") from e
-    return shape, img.affine
-
-
 def check_item(item: Item) -> None:
     """The image and its label exist, are readable, 3D, and share one grid (shape and affine)."""
-    for key in ("image", "label"):
-        if not Path(item[key]).is_file():
-            raise FileNotFoundError(f"{key} file not found: {item[key]}")
-    shape, affine = _header(item["image"])
-    if len(shape) != 3:
-        raise ValueError(f"{item['image']}: expected a 3D image, got shape {shape}")
-    lshape, laffine = _header(item["label"])
-    if lshape != shape:
-        raise ValueError(f"label {item['label']} has shape {lshape} but its image {item['image']} has shape {shape}")
-    if not np.allclose(affine, laffine, atol=1e-3):
-        raise ValueError(
-            f"label {item['label']} is not on the grid of its image {item['image']}: affines differ\n"
-            f"image:\n{np.round(affine, 4)}\nlabel:\n{np.round(laffine, 4)}"
-        )
+    image = check_image(item["image"])
+    check_label(item["label"], image)
 
 
 def split(items: list[Item], val: float, test: float, seed: int, holdout: tuple[str, ...] = ()) -> dict:
@@ -184,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("csv", "CSV with image,label[,modality,subject,dataset,lesion_type]"),
     ):
         parser.add_argument(f"--{flag}", action="append", default=[], metavar="PATH", help=help_)
-    parser.add_argument("--phantoms", type=Path, help="output folder of `python -m scripts.phantoms`")
+    parser.add_argument("--phantoms", type=Path, help="output folder of `python -m phantoms`")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val", type=float, default=0.2, help="validation share of subjects per dataset")
     parser.add_argument("--test", type=float, default=0.2, help="test share of subjects per dataset")

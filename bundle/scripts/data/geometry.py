@@ -17,11 +17,13 @@ def resample(
     dst_shape: Sequence[int],
     order: int = 1,
     world: np.ndarray | None = None,
+    dtype: np.dtype | type | None = np.float32,
 ) -> np.ndarray:
     """Sample ``array`` (``C, X, Y, Z`` or ``X, Y, Z`` on ``src_affine``) on the grid ``dst_affine``/``dst_shape``.
 
     ``world`` (4x4, optional) maps destination world coordinates to source world coordinates, e.g. a registration.
-    Points outside the source are 0; ``order`` 0 is nearest neighbour (labels), 1 trilinear.
+    Points outside the source are 0; ``order`` 0 is nearest neighbour (labels), 1 trilinear. The result is
+    ``dtype`` (``None``: the input's).
     """
     world = np.eye(4) if world is None else np.asarray(world, dtype=float)
     vox = np.linalg.inv(np.asarray(src_affine, float)) @ world @ np.asarray(dst_affine, float)
@@ -34,4 +36,5 @@ def resample(
             for c in channels
         ]
     )
+    out = out.astype(array.dtype if dtype is None else dtype, copy=False)
     return out[0] if array.ndim == 3 else out

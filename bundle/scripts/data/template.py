@@ -2,22 +2,26 @@
 
 The reference crops template voxels ``[20:180, 20:216, 0:160]`` (160x196x160 at 1 mm) but keeps the uncropped
 affine; here the cropped grid gets its own, correctly shifted affine, and other spacings cover the same box.
+The files are found inside the installed package without importing ``nilearn.datasets`` (and its download
+machinery): nothing here can reach a network. :func:`template_map` is also what the phantom generator reads.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from scripts.data.geometry import resample
 
-__all__ = ["CROP", "Template", "mni_template"]
+__all__ = ["CROP", "MAPS", "Template", "mni_template", "template_file", "template_map"]
 
-_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+#: The ICBM152 2009a maps in the nilearn wheel: T1, grey and white matter probability.
+MAPS = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
 #: Crop of the 1 mm template grid (197x233x189), start/stop voxel per axis.
 CROP = ((20, 180), (20, 216), (0, 160))
 
@@ -29,13 +33,31 @@ class Template:
     affine: np.ndarray  # RAS voxel-to-world
 
 
+def template_file(kind: str = "t1") -> Path:
+    """Path of one ICBM152 2009a map (``t1``, ``gm``, ``wm``) inside the installed nilearn package."""
+    if kind not in MAPS:
+        raise ValueError(f"unknown template map {kind!r}; expected one of {sorted(MAPS)}")
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("nilearn is not installed; the MNI template ships inside its wheel")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / MAPS[kind]
+    if not path.is_file():
+        raise FileNotFoundError(f"ICBM152 template map missing from the nilearn package: {path}")
+    return path
+
+
 @functools.lru_cache(maxsize=4)
+def template_map(kind: str = "t1") -> tuple[np.ndarray, np.ndarray]:
+    """One map's voxels (float32, as stored) and its RAS affine on the full 197x233x189 1 mm grid; cached."""
+    img = nib.load(template_file(kind))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data.setflags(write=False)  # shared by every caller through the cache
+    return data, np.asarray(img.affine, float)
+
+
 def _full() -> tuple[np.ndarray, np.ndarray]:
-    path = resources.files("nilearn.datasets") / "data" / _FILE
-    with resources.as_file(path) as p:
-        img = nib.load(p)
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        return data / data.max(), img.affine
+    data, affine = template_map("t1")
+    return data / data.max(), affine
 
 
 @functools.lru_cache(maxsize=8)

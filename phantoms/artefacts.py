@@ -1,4 +1,4 @@
-"""Acquisition artefacts (§2.8): slice-thickness blur, smooth bias field, Rician noise, native-grid resampling."""
+"""Acquisition artefacts (§2.8): slice-thickness blur, smooth bias field, Rician noise."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from scripts.phantoms import fields
+from phantoms import fields
 
-__all__ = ["bias_field", "resample_to_grid", "rician", "slice_blur"]
+__all__ = ["bias_field", "rician", "slice_blur"]
 
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -48,15 +48,3 @@ def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
     re = signal + np.float32(sigma) * n1
     im = np.float32(sigma) * n2
     return np.sqrt(re * re + im * im).astype(np.float32)
-
-
-def resample_to_grid(
-    volume: np.ndarray, src_affine: np.ndarray, dst_shape: Sequence[int], dst_affine: np.ndarray, order: int = 1
-) -> np.ndarray:
-    """Resample an array from one axis-aligned grid to another (world coordinates from the affines)."""
-    mat = np.linalg.solve(src_affine, dst_affine)  # dst voxel -> src voxel
-    out = ndimage.affine_transform(
-        volume, mat[:3, :3], offset=mat[:3, 3], output_shape=tuple(dst_shape), order=order, mode="constant",
-        cval=0.0, prefilter=False,
-    )  # fmt: skip
-    return out.astype(volume.dtype, copy=False)

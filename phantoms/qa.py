@@ -28,7 +28,7 @@ Three layers:
   on T1c (> 1.3 x NAWM), labels non-empty, noise sigma within 20 % of the requested value.
 
 :func:`montage` draws three orthogonal slices through the main label for every written sequence with the label
-contours. ``python -m scripts.phantoms.qa DIR`` re-creates every subject of a generated tree in memory from its
+contours. ``python -m phantoms.qa DIR`` re-creates every subject of a generated tree in memory from its
 manifest (same seed: same subject; it verifies the files match), runs the checks and writes ``DIR/qa``.
 """
 
@@ -45,8 +45,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from scripts.phantoms import contrasts
-from scripts.phantoms.params import (
+from phantoms import contrasts
+from phantoms.params import (
     FLUIDS,
     LESIONS,
     QA_TOLERANCE,
@@ -112,7 +112,7 @@ def table_check(tolerance: dict[str, float] | None = None) -> dict:
 @functools.lru_cache(maxsize=1)
 def _jitter_draws(n: int = 256) -> dict[str, dict[str, np.ndarray]]:
     """``n`` parameter sets drawn exactly as the generator draws them (fixed seed), per compartment as arrays."""
-    from scripts.phantoms.subject import _TABLES, _sample_params
+    from phantoms.subject import _TABLES, _sample_params
 
     rng = np.random.default_rng(20261128)
     names = list(_TABLES)
@@ -370,7 +370,7 @@ def montage(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from scripts.phantoms.artefacts import resample_to_grid
+    from scripts.data.geometry import resample
 
     colours = label_colours or _LABEL_COLOURS
     lab_img = nib.load(str(label)) if label is not None else None
@@ -389,7 +389,7 @@ def montage(
         lab_here = None
         if lab is not None:
             same = lab.shape == data.shape and np.allclose(lab_img.affine, aff)
-            lab_here = lab if same else resample_to_grid(lab, lab_img.affine, data.shape, aff, order=0)
+            lab_here = lab if same else resample(lab, lab_img.affine, aff, data.shape, order=0, dtype=None)
         nz = data[data > 0]
         lo, hi = np.percentile(nz, [1, 99.5]) if nz.size else (0.0, 1.0)
         views = [
@@ -421,7 +421,7 @@ def montage(
 
 def profile_montage(root: Path, profile: str, entry: dict, out_png: Path) -> Path:
     """Montage of one manifest subject (paths relative to ``root``)."""
-    from scripts.phantoms.profiles import get_profile
+    from phantoms.profiles import get_profile
 
     prof = get_profile(profile)
     images = {m: root / p for m, p in entry["images"].items()}
@@ -432,11 +432,11 @@ def profile_montage(root: Path, profile: str, entry: dict, out_png: Path) -> Pat
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# CLI: python -m scripts.phantoms.qa DIR
+# CLI: python -m phantoms.qa DIR
 # ----------------------------------------------------------------------------------------------------------------
 def run_tree(root: Path, profiles: Sequence[str] | None = None, montages: bool = True) -> dict:
     """Regenerate every subject of a written tree in memory, check it and compare with the files on disk."""
-    from scripts.phantoms.subject import synthesize
+    from phantoms.subject import synthesize
 
     manifest = json.loads((root / "phantom_manifest.json").read_text())
     report = {"root": str(root), "table_check": table_check(), "tolerance": QA_TOLERANCE, "subjects": []}
@@ -461,10 +461,10 @@ def run_tree(root: Path, profiles: Sequence[str] | None = None, montages: bool =
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.phantoms.qa",
+        prog="python -m phantoms.qa",
         description="Check a phantom tree: contrast ratios, qualitative checks, montages (writes DIR/qa/).",
     )
-    parser.add_argument("root", type=Path, help="output folder of python -m scripts.phantoms")
+    parser.add_argument("root", type=Path, help="output folder of python -m phantoms")
     parser.add_argument("--profiles", nargs="+", default=None, help="only these profiles")
     parser.add_argument("--no-montage", action="store_true", help="skip the PNG montages")
     args = parser.parse_args(argv)

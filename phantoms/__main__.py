@@ -1,4 +1,4 @@
-"""CLI: ``python -m scripts.phantoms --out DIR [--profiles NAME ...] [--subjects N] [--spacing MM] [--seed S]``."""
+"""CLI: ``python -m phantoms --out DIR [--profiles NAME ...] [--subjects N] [--spacing MM] [--seed S]``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from scripts.phantoms.build import generate
-from scripts.phantoms.profiles import PROFILES
+from phantoms.build import generate
+from phantoms.profiles import PROFILES
 
 
 def _positive_int(text: str) -> int:
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     width = max(len(n) for n in PROFILES)
     listing = "\n".join(f"  {n:<{width}}  {p.dataset}: {p.summary}" for n, p in PROFILES.items())
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.phantoms",
+        prog="python -m phantoms",
         description="Generate physics-based multi-modal brain-lesion phantoms in the layout of public datasets.",
         epilog=f"profiles:\n{listing}\n\nRun from bundle/. See docs/DATASETS.md for the trees.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

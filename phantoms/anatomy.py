@@ -1,42 +1,30 @@
 """Subject anatomy: the ICBM152 2009a tissue maps shipped inside the nilearn wheel, then a per-subject warp.
 
-Only files inside the installed ``nilearn`` package are read, located with ``importlib.util.find_spec`` so that not
-even ``nilearn.datasets`` (and its HTTP machinery) is imported: the phantoms must build on machines without a
-network. CSF is derived as brain mask - GM - WM (the wheel has no CSF map), the brain mask as nilearn's own
-(template / max > 0.2). The anatomy is loaded once per process and spacing.
+Only files inside the installed ``nilearn`` package are read, through the bundle's template loader
+(``scripts.data.template``), which locates them without importing ``nilearn.datasets`` (and its HTTP machinery):
+the phantoms must build on machines without a network. CSF is derived as brain mask - GM - WM (the wheel has no CSF
+map), the brain mask as nilearn's own (template / max > 0.2). The anatomy is loaded once per process and spacing.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from scripts.phantoms import fields
-from scripts.phantoms.params import ANATOMY, ATROPHY, DEFORMATION, VENTRICLE_BOX
+from phantoms import fields
+from phantoms.params import ANATOMY, ATROPHY, DEFORMATION, VENTRICLE_BOX
+from scripts.data.template import MAPS, template_file, template_map
 
 __all__ = ["Anatomy", "SubjectAnatomy", "deform", "load_anatomy", "template_files"]
 
-_FILES = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
-
-
 def template_files() -> dict[str, Path]:
     """Paths of the ICBM152 2009a T1, GM and WM maps inside the installed nilearn package (no import, no I/O)."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("nilearn is not installed; the phantoms need its bundled ICBM152 2009a templates")
-    data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    paths = {k: data / name for k, name in _FILES.items()}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"ICBM152 template(s) missing from the nilearn package: {', '.join(missing)}")
-    return paths
+    return {kind: template_file(kind) for kind in MAPS}
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,10 +86,8 @@ def load_anatomy(spacing: float = 2.0) -> Anatomy:
     k = int(round(spacing))
     if k not in (1, 2) or abs(spacing - k) > 1e-6:
         raise ValueError(f"spacing must be 1 or 2 mm, got {spacing!r}")
-    paths = template_files()
-    imgs = {name: nib.load(str(p)) for name, p in paths.items()}
-    maps = {name: np.asarray(img.dataobj, dtype=np.float32) / 255.0 for name, img in imgs.items()}
-    affine1 = imgs["t1"].affine.astype(float)
+    maps = {name: template_map(name)[0] / 255.0 for name in MAPS}
+    affine1 = template_map("t1")[1].copy()
     brain = maps["t1"] / maps["t1"].max() > ANATOMY["brain_threshold"]
     gm = np.where(brain, maps["gm"], 0.0).astype(np.float32)
     wm = np.where(brain, maps["wm"], 0.0).astype(np.float32)

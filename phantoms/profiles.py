@@ -8,7 +8,6 @@ systematically as real ones do. Everything is written on the MNI152NLin2009aSym 
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from collections.abc import Callable
@@ -18,7 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from scripts.phantoms.params import ACQUISITION, GD, GEOMETRY, SEQUENCES, flair_null_ti
+from phantoms.params import ACQUISITION, GD, GEOMETRY, SEQUENCES, flair_null_ti
+from scripts.atomic import save_json
 
 __all__ = [
     "MODALITIES",
@@ -412,8 +412,7 @@ def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, sform_code: int
 
 
 def write_json(path: Path, obj: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    save_json(obj, path)
 
 
 def bids_sidecar(protocol: dict, modality: str) -> dict:
@@ -489,7 +488,7 @@ def dwi_grid(full_shape: tuple[int, ...], full_affine: np.ndarray, crop: tuple[s
 
 
 def write_subject(subject, out: Path) -> dict:
-    """Write one :class:`~scripts.phantoms.subject.Subject` in its profile's layout; returns its manifest entry."""
+    """Write one :class:`~phantoms.subject.Subject` in its profile's layout; returns its manifest entry."""
     prof: Profile = subject.profile
     lay = prof.layout(prof, subject.index)
     anat = subject.anatomy

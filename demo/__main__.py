@@ -4,7 +4,7 @@ phantoms (2 mm) -> datalist -> short MoME training (small preset) -> evaluation 
 image -> ``<out>/report/`` with the Dice tables, plots, the prediction and ``REPORT.md``.
 
 Every step is the bundle's own command line (printed before it runs), so the report doubles as a recipe.
-Run from ``bundle/``: ``python -m scripts.demo --out ../demo_output [--subjects 6] [--epochs 20]``.
+``python -m demo --out demo_output [--subjects 6] [--epochs 20]`` (``make demo``).
 The model is trained on synthetic phantoms for a few minutes: its numbers say the pipeline works, not how
 MoME performs on patients.
 """
@@ -20,28 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-BUNDLE = Path(__file__).resolve().parents[1]
+from demo.commands import BUNDLE, bundle_command
 
-#: Knobs shared by every bundle command of the demo (CPU-sized: small preset, 2 mm, no registration).
-COMMON = {
-    "preset": "small",
-    "spacing": 2.0,
-    "register": False,
-    "sw_roi_size": [96, 128, 96],
-}
-
-
-def _fmt(value: object) -> str:
-    return repr(value) if isinstance(value, (bool, list)) else str(value)
-
-
-def bundle_command(configs: list[str], **knobs: object) -> list[str]:
-    files = [f"configs/{c}" for c in configs]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files[0] if len(files) == 1 else str(files)]
-    cmd += ["--logging_file", "configs/logging.conf"]
-    for key, value in {**COMMON, **knobs}.items():
-        cmd += [f"--{key}", _fmt(value)]
-    return cmd
+ROOT = BUNDLE.parent
 
 
 def run(cmd: list[str], log: Path, steps: list[dict], title: str) -> None:
@@ -138,7 +119,7 @@ def _studies(data: Path, test: list[dict], studies: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=BUNDLE.parent / "demo_output")
+    parser.add_argument("--out", type=Path, default=ROOT / "demo_output")
     parser.add_argument("--subjects", type=int, default=6, help="phantom subjects per imitated dataset")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch")
@@ -158,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             sys.executable,
             "-m",
-            "scripts.phantoms",
+            "phantoms",
             "--out",
             str(data),
             "--subjects",

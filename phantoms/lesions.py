@@ -15,9 +15,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from scripts.phantoms import fields
-from scripts.phantoms.anatomy import SubjectAnatomy
-from scripts.phantoms.params import GEOMETRY, TERRITORIES
+from phantoms import fields
+from phantoms.anatomy import SubjectAnatomy
+from phantoms.params import GEOMETRY, TERRITORIES
 
 __all__ = ["Context", "LesionGroup", "glioma", "metastases", "ms", "paint", "stroke", "territory_mask", "wmh"]
 

@@ -1,4 +1,4 @@
-"""Upload checks: readable 3D volumes; labels of non-negative integers on their image's grid (NIfTI or NRRD)."""
+"""The image I/O module: readable 3D volumes; labels of non-negative integers on their image's grid (NIfTI, NRRD)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lib.volumes import VolumeError, check_image, check_label
+from scripts.io import VolumeError, check_image, check_label
 
 
 def _nifti(path: Path, array: np.ndarray) -> Path:
@@ -22,17 +22,25 @@ def test_a_slicer_nrrd_label_is_checked_against_a_nifti_image(tmp_path: Path) ->
     label = np.zeros((10, 12, 14), np.uint8)
     label[2:5, 3:6, 4:7] = 1
     nrrd = tmp_path / "label.nrrd"
-    itk.imwrite(itk.image_from_array(label.transpose().copy()), str(nrrd))  # ITK arrays are z, y, x
+
+    def write(array: np.ndarray) -> None:
+        out = itk.image_from_array(array.transpose().copy())  # ITK arrays are z, y, x
+        out.SetSpacing([2.0, 2.0, 2.0])  # the image's grid; ITK's physical space is LPS, NIfTI's RAS
+        out.SetDirection(itk.matrix_from_array(np.diag([-1.0, -1.0, 1.0])))
+        itk.imwrite(out, str(nrrd))
+
+    write(label)
     assert check_label(nrrd, image).shape == (10, 12, 14)
-    itk.imwrite(itk.image_from_array(label[:, :, :10].transpose().copy()), str(nrrd))
+    write(label[:, :, :10])
     with pytest.raises(VolumeError, match="does not match"):
         check_label(nrrd, image)
 
 
 def test_singleton_fourth_axis_is_one_volume_but_four_sequences_are_not(tmp_path: Path) -> None:
-    assert check_image(_nifti(tmp_path / "a.nii.gz", np.ones((8, 8, 8, 1), np.float32))).shape == (8, 8, 8)
-    with pytest.raises(VolumeError, match="one image per sequence"):
-        check_image(_nifti(tmp_path / "b.nii.gz", np.ones((8, 8, 8, 4), np.float32)))
+    rng = np.random.default_rng(0)
+    assert check_image(_nifti(tmp_path / "a.nii.gz", rng.random((8, 8, 8, 1), np.float32))).shape == (8, 8, 8)
+    with pytest.raises(VolumeError, match="one file per sequence"):
+        check_image(_nifti(tmp_path / "b.nii.gz", rng.random((8, 8, 8, 4), np.float32)))
 
 
 @pytest.mark.parametrize(

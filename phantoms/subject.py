@@ -3,7 +3,7 @@
 Everything random comes from one ``numpy.random.Generator`` seeded by (seed, profile, subject index) and one per
 (seed, profile, site) for protocols, consumed in a fixed order, so a subject is identical wherever and whenever it
 is generated. The :class:`Subject` keeps the compartment fractions and the noiseless signals next to the final
-images: the QA measures contrast on them (``scripts.phantoms.qa``).
+images: the QA measures contrast on them (``phantoms.qa``).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from scripts.phantoms import artefacts, fields, lesions
-from scripts.phantoms.anatomy import Anatomy, deform, load_anatomy
-from scripts.phantoms.contrasts import sequence_signal
-from scripts.phantoms.params import FLUIDS, GLOBAL_JITTER, JITTER, JITTER_OVERRIDES, LESIONS, TEXTURE, TISSUES
-from scripts.phantoms.profiles import Profile, dwi_grid, get_profile, profile_key
+from phantoms import artefacts, fields, lesions
+from phantoms.anatomy import Anatomy, deform, load_anatomy
+from phantoms.contrasts import sequence_signal
+from phantoms.params import FLUIDS, GLOBAL_JITTER, JITTER, JITTER_OVERRIDES, LESIONS, TEXTURE, TISSUES
+from phantoms.profiles import Profile, dwi_grid, get_profile, profile_key
+from scripts.data.geometry import resample
 
 __all__ = ["GENERATOR_VERSION", "Subject", "synthesize"]
 
@@ -70,7 +71,7 @@ class Subject:
         shape, affine = self.grids[key]
         if tuple(shape) == self.anatomy.full_shape and np.allclose(affine, self.anatomy.full_affine):
             return self.anatomy.to_full(volume)
-        return artefacts.resample_to_grid(volume, self.anatomy.affine, shape, affine, order=order)
+        return resample(volume, self.anatomy.affine, affine, shape, order=order, dtype=None)
 
 
 def _r(x: float, digits: int = 4) -> float:
@@ -190,7 +191,8 @@ def synthesize(profile: str, index: int, spacing: float = 2.0, seed: int = 0) ->
             return vol
         if grids[key][0] == anat.full_shape and np.allclose(grids[key][1], anat.full_affine):
             return anat.to_full(vol)
-        return artefacts.resample_to_grid(vol, anat.affine, *grids[key])
+        shape, affine = grids[key]
+        return resample(vol, anat.affine, affine, shape, dtype=None)
 
     def native_brain(key: str) -> np.ndarray:
         if key not in brain_native:
@@ -242,7 +244,7 @@ def synthesize(profile: str, index: int, spacing: float = 2.0, seed: int = 0) ->
     for n in labelled:
         label_fraction += fractions[n]
     if "label" in grids:
-        frac_native = artefacts.resample_to_grid(label_fraction, anat.affine, *grids["label"])
+        frac_native = resample(label_fraction, anat.affine, grids["label"][1], grids["label"][0], dtype=None)
         value = max((prof.labels[n] for n in labelled), default=1)
         label = (frac_native >= 0.5).astype(np.uint8) * np.uint8(value)
     else:
@@ -258,7 +260,7 @@ def synthesize(profile: str, index: int, spacing: float = 2.0, seed: int = 0) ->
 
     vox_ml = sp**3 / 1000.0 if "label" not in grids else float(np.prod(np.diag(grids["label"][1])[:3])) / 1000.0
     meta = {
-        "generator": {"name": "MoME phantoms (scripts.phantoms)", "version": GENERATOR_VERSION},
+        "generator": {"name": "MoME phantoms", "version": GENERATOR_VERSION},
         "profile": prof.name,
         "dataset": prof.dataset,
         "subject": layout.subject,

@@ -9,17 +9,17 @@ Modules: ``params`` (every number), ``anatomy``, ``contrasts``, ``lesions``, ``a
 
 API::
 
-    from scripts.phantoms import generate, synthesize
+    from phantoms import generate, synthesize
     manifest = generate("out", profiles=["brats2021"], subjects=3, spacing=2, seed=0)
     subject = synthesize("isles2022", index=0, spacing=2, seed=0)   # in memory, with fraction maps
 """
 
 from __future__ import annotations
 
-from scripts.phantoms.anatomy import load_anatomy
-from scripts.phantoms.build import MANIFEST, generate, validate
-from scripts.phantoms.profiles import MODALITIES, PROFILES, get_profile
-from scripts.phantoms.subject import Subject, synthesize
+from phantoms.anatomy import load_anatomy
+from phantoms.build import MANIFEST, generate, validate
+from phantoms.profiles import MODALITIES, PROFILES, get_profile
+from phantoms.subject import Subject, synthesize
 
 __all__ = [
     "MANIFEST",

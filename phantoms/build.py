@@ -17,9 +17,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from scripts.phantoms.params import QA_TOLERANCE
-from scripts.phantoms.profiles import MODALITIES, PROFILES, get_profile, write_json, write_static, write_subject
-from scripts.phantoms.subject import GENERATOR_VERSION, synthesize
+from phantoms.params import QA_TOLERANCE
+from phantoms.profiles import MODALITIES, PROFILES, get_profile, write_json, write_static, write_subject
+from phantoms.subject import GENERATOR_VERSION, synthesize
 
 __all__ = ["MANIFEST", "generate", "validate"]
 
@@ -60,7 +60,7 @@ def _job(args: tuple) -> dict:
     entry = write_subject(subject, Path(root))
     result = {"profile": name, "entry": entry}
     if qa:
-        from scripts.phantoms.qa import check_subject
+        from phantoms.qa import check_subject
 
         result["qa"] = check_subject(subject)
     return result
@@ -95,7 +95,7 @@ def generate(
             results = [_job(j) for j in jobs]
 
         manifest: dict = {
-            "generator": {"name": "MoME phantoms (scripts.phantoms)", "version": GENERATOR_VERSION},
+            "generator": {"name": "MoME phantoms", "version": GENERATOR_VERSION},
             "seed": int(seed),
             "spacing_mm": float(spacing),
             "subjects_per_profile": int(subjects),
@@ -128,7 +128,7 @@ def generate(
 
 
 def _write_qa(root: Path, manifest: dict, subject_reports: list[dict]) -> None:
-    from scripts.phantoms.qa import profile_montage, table_check
+    from phantoms.qa import profile_montage, table_check
 
     table = table_check()
     table.pop("rows")

@@ -1,0 +1,281 @@
+"""Reading and checking volumes: the one place that knows image suffixes, reads a 3D volume completely and says
+in one sentence why a file cannot be used.
+
+The datalist CLI, the inference image list, the workflows' pipelines (:class:`LoadVolumed`) and the MONAI Label
+app all check through here, so a NIfTI, an NRRD and an MHA file get the same checks and the same messages. Every
+message starts with the file name. Headers are read without the voxels (:func:`read_header`), so the cheap checks
+(dimensions, sizes, voxel spacing, pixel type) come before any data is decompressed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import LoadImaged
+from monai.utils import ensure_tuple
+
+__all__ = [
+    "MAX_AXIS",
+    "MAX_VOXELS",
+    "SUFFIXES",
+    "LoadVolumed",
+    "VolumeError",
+    "VolumeInfo",
+    "check_array",
+    "check_header",
+    "check_image",
+    "check_label",
+    "has_image_suffix",
+    "read_header",
+    "read_volume",
+    "strip_suffix",
+]
+
+#: Image files the bundle and the app read (NIfTI through nibabel; NRRD and MetaImage through ITK).
+SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Header sizes beyond these are refused before any voxel is read (a 0.4 mm whole-head 7T scan is ~600^3).
+MAX_AXIS = 2048
+MAX_VOXELS = 1024 * 1024 * 512
+#: Affines of an image and its label may differ by this much (mm, per matrix entry) and still be one grid.
+AFFINE_TOLERANCE = 1e-3
+
+_NIFTI = (".nii", ".nii.gz")
+
+
+class VolumeError(ValueError):
+    """A file the bundle cannot use; the message names the file and says what was expected."""
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What the header says: spatial shape (trailing singleton axes dropped), channels, RAS affine, voxel sizes."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    dtype: str
+    channels: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def has_image_suffix(name: str | Path) -> bool:
+    return str(name).lower().endswith(SUFFIXES)
+
+
+def strip_suffix(name: str | Path) -> str:
+    """The file name without its image suffix (``case7_flair.nii.gz`` -> ``case7_flair``)."""
+    name = Path(name).name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop trailing singleton axes past the third (a ``(x, y, z, 1)`` NIfTI is one 3D volume)."""
+    shape = tuple(int(s) for s in shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI)
+
+
+def _exists(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError(f"{path}: no such file")
+    if not has_image_suffix(path):
+        raise VolumeError(f"{path.name}: not an image file; expected one of {', '.join(SUFFIXES)}")
+    return path
+
+
+def _nifti_header(path: Path) -> VolumeInfo:
+    import nibabel as nib
+
+    img = nib.load(path)
+    header = img.header
+    zooms = tuple(float(z) for z in header.get_zooms()[:3])
+    return VolumeInfo(path, _squeeze(img.shape), np.asarray(img.affine, float), zooms, str(header.get_data_dtype()))
+
+
+def _itk_header(path: Path) -> VolumeInfo:
+    import itk
+
+    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise VolumeError(f"{path.name}: no reader for this file")
+    io.SetFileName(str(path))
+    io.ReadImageInformation()
+    n = io.GetNumberOfDimensions()
+    shape = tuple(int(io.GetDimensions(i)) for i in range(n))
+    spacing = tuple(float(io.GetSpacing(i)) for i in range(n))
+    origin = np.array([io.GetOrigin(i) for i in range(min(n, 3))] + [0.0] * max(0, 3 - n))
+    direction = np.eye(3)
+    for i in range(min(n, 3)):
+        column = io.GetDirection(i)
+        direction[: len(column[:3]), i] = column[:3]
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag((list(spacing[:3]) + [1.0] * 3)[:3])
+    lps[:3, 3] = origin
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # ITK's physical space is LPS; ours is RAS
+    pixel = io.GetPixelTypeAsString(io.GetPixelType()).lower()
+    component = io.GetComponentTypeAsString(io.GetComponentType()).lower()
+    dtype = f"complex {component}" if "complex" in pixel else component
+    return VolumeInfo(path, _squeeze(shape), affine, spacing, dtype, channels=int(io.GetNumberOfComponents()))
+
+
+def read_header(path: str | Path) -> VolumeInfo:
+    """The header of an image file, without its voxels; unreadable files raise :class:`VolumeError`."""
+    path = _exists(path)
+    try:
+        return _nifti_header(path) if _is_nifti(path) else _itk_header(path)
+    except VolumeError:
+        raise
+    except Exception as e:  # nibabel, gzip and ITK raise many different types for a damaged file
+        raise VolumeError(f"{path.name}: cannot be read as an image ({type(e).__name__}: {e})") from e
+
+
+def check_header(info: VolumeInfo, what: str = "image") -> VolumeInfo:
+    """3D, one channel, real-valued, sane sizes and voxel spacing: everything decidable without the voxels."""
+    name = info.name
+    if "complex" in info.dtype:
+        raise VolumeError(f"{name}: complex-valued {what} ({info.dtype}); expected a magnitude image")
+    if info.channels != 1:
+        raise VolumeError(f"{name}: {info.channels} channels per voxel; expected one 3D {what} of one sequence")
+    if len(info.shape) != 3:
+        raise VolumeError(
+            f"{name}: shape {info.shape}; expected one 3D {what} of one MR sequence (split a 4D or multi-sequence "
+            "file into one file per sequence)"
+        )
+    if min(info.shape) < 2:
+        raise VolumeError(f"{name}: shape {info.shape} is not a 3D volume (an axis has fewer than 2 voxels)")
+    if max(info.shape) > MAX_AXIS or math.prod(info.shape) > MAX_VOXELS:
+        raise VolumeError(
+            f"{name}: header size {info.shape} is implausible (more than {MAX_AXIS} voxels on an axis or "
+            f"{MAX_VOXELS} in all); is the header damaged?"
+        )
+    spacing = info.spacing[:3]
+    if len(spacing) < 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise VolumeError(f"{name}: voxel sizes {tuple(spacing)} mm; expected three positive sizes")
+    if not np.isfinite(info.affine).all() or abs(np.linalg.det(info.affine[:3, :3])) < 1e-12:
+        raise VolumeError(f"{name}: the voxel-to-world matrix is not invertible:\n{np.round(info.affine, 4)}")
+    return info
+
+
+def read_volume(path: str | Path) -> tuple[VolumeInfo, np.ndarray]:
+    """Header and every voxel (decompressed completely, so a truncated file fails here and not mid-training)."""
+    info = read_header(path)
+    try:
+        if _is_nifti(info.path):
+            import nibabel as nib
+
+            array = np.asarray(nib.load(info.path).dataobj)
+        else:
+            import itk
+
+            array = np.asarray(itk.array_view_from_image(itk.imread(str(info.path)))).transpose()
+    except Exception as e:
+        raise VolumeError(f"{info.name}: cannot be read as an image ({type(e).__name__}: {e})") from e
+    return info, array.reshape(info.shape) if array.size == math.prod(info.shape) else array
+
+
+def check_array(array: np.ndarray | torch.Tensor, name: str, what: str = "image") -> None:
+    """Real, finite and not constant (a constant image z-scores to NaN and segments as nothing)."""
+    values = torch.as_tensor(np.asarray(array)) if not isinstance(array, torch.Tensor) else array
+    if values.is_complex():
+        raise VolumeError(f"{name}: complex-valued {what}; expected a magnitude image")
+    if values.dtype == torch.bool:
+        values = values.to(torch.uint8)
+    if values.is_floating_point():
+        bad = int((~torch.isfinite(values)).sum())
+        if bad:
+            raise VolumeError(f"{name}: {bad} NaN or infinite voxels; expected finite intensities")
+    if what == "image" and values.numel() and bool(values.min() == values.max()):
+        raise VolumeError(f"{name}: every voxel is {float(values.flatten()[0]):g}; expected an MR image")
+
+
+def check_image(path: str | Path) -> VolumeInfo:
+    """One readable 3D single-channel image with finite, non-constant intensities."""
+    info = check_header(read_header(path))
+    _, array = read_volume(info.path)
+    check_array(array, info.name)
+    return info
+
+
+def check_label(
+    path: str | Path, image: str | Path | VolumeInfo | None = None, values: Collection[int] | None = None
+) -> VolumeInfo:
+    """A 3D label of non-negative integers (within ``values`` when given) on the grid of its image."""
+    info = check_header(read_header(path), what="label")
+    _, array = read_volume(info.path)
+    check_array(array, info.name, what="label")
+    if (array < 0).any() or not np.array_equal(array, np.round(array)):
+        raise VolumeError(f"{info.name}: label values must be non-negative integers (0 background, 1 lesion)")
+    if values is not None:
+        extra = sorted(set(np.unique(array).astype(int).tolist()) - set(values) - {0})
+        if extra:
+            expected = sorted({0, *values})
+            raise VolumeError(f"{info.name}: label values {extra} are not labels of this model; expected {expected}")
+    if image is not None:
+        ref = image if isinstance(image, VolumeInfo) else read_header(image)
+        if info.shape != ref.shape:
+            raise VolumeError(f"{info.name}: label shape {info.shape} does not match the image {ref.name} {ref.shape}")
+        if not np.allclose(info.affine, ref.affine, atol=AFFINE_TOLERANCE):
+            raise VolumeError(
+                f"{info.name}: the label is not on the grid of its image {ref.name} (same shape, other position or "
+                f"orientation)\nimage:\n{np.round(ref.affine, 4)}\nlabel:\n{np.round(info.affine, 4)}"
+            )
+    return info
+
+
+class LoadVolumed(LoadImaged):
+    """MONAI's ``LoadImaged`` whose failures and bad images are a :class:`VolumeError` naming the file.
+
+    A reader's own exception (``EOFError`` from a truncated gzip stream, ITK's ``RuntimeError``) becomes one
+    sentence; then each key in ``check_keys`` (default: the first key, the image) is checked in memory: one
+    channel, three spatial axes, finite, not constant. Nothing is read twice. A subclass of ``LoadImaged``, so MONAI
+    Label's bundle task still recognises (and wraps) it as the loading step.
+    """
+
+    def __init__(self, keys: KeysCollection, check_keys: KeysCollection | None = None, **kwargs) -> None:
+        super().__init__(keys, **kwargs)
+        self.check_keys = tuple(self.keys[:1] if check_keys is None else ensure_tuple(check_keys))
+
+    def __call__(self, data, reader=None) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, Path)) and not Path(d[key]).is_file():
+                raise VolumeError(f"{d[key]}: no such file")
+        try:
+            d = super().__call__(d, reader)
+        except VolumeError:
+            raise
+        except Exception as e:  # a damaged file raises whatever its reader raises
+            names = ", ".join(str(Path(str(data[k])).name) for k in self.key_iterator(dict(data)))
+            raise VolumeError(f"{names}: cannot be read as an image ({type(e).__name__}: {e})") from e
+        for key in self.check_keys:
+            if key in d:
+                _check_loaded(d[key], key)
+        return d
+
+
+def _check_loaded(x: torch.Tensor, key: Hashable) -> None:
+    meta = getattr(x, "meta", {})
+    name = Path(str(meta.get("filename_or_obj", key))).name
+    shape = tuple(x.shape)
+    if len(shape) != 4 or shape[0] != 1:
+        raise VolumeError(f"{name}: loaded as shape {shape}; expected one channel and three spatial axes")
+    check_array(x, name)
