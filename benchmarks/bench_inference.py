@@ -35,8 +35,10 @@ import numpy as np
 import torch
 
 from benchmarks.timing import cpu_busy_fraction, machine, write_results
+from demo.commands import run_bundle
 from scripts.inference import MirroredSlidingWindowInferer
 from scripts.mome import MoME, build_unet
+from scripts.precision import cpu_capability, native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +54,9 @@ def _whole_roi(shape: tuple[int, ...], stride: int) -> list[int]:
     return [int(np.ceil(s / stride) * stride) for s in shape]
 
 
-def preprocessed_volume(spacing: float, smoke: bool) -> torch.Tensor:
-    """A phantom T1 run through the bundle's registration + template crop + z-score (what inference sees)."""
+def preprocessed_volume(spacing: float, smoke: bool) -> tuple[torch.Tensor, list[dict]]:
+    """A phantom T1 run through the bundle's registration + template crop + z-score (what inference sees), and
+    that phantom's images as datalist items (the smoke run's Dice comparison)."""
     import tempfile
 
     from monai.transforms import Compose, LoadImaged, MaskIntensityd, NormalizeIntensityd, Orientationd
@@ -74,7 +77,9 @@ def preprocessed_volume(spacing: float, smoke: bool) -> torch.Tensor:
             NormalizeIntensityd("image", nonzero=True),
         ]
     )
-    return pre({"image": str(image)})["image"].as_tensor()[None].float()
+    label = next(out.rglob("*_seg.nii.gz"))
+    items = [{"image": str(p), "label": str(label)} for p in sorted(image.parent.glob("*_t[12]*.nii.gz"))]
+    return pre({"image": str(image)})["image"].as_tensor()[None].float(), items
 
 
 def _peak_rss_mb() -> float:
@@ -97,11 +102,10 @@ def run_variant(name: str, preset: str, volume: Path, patch: int, smoke: bool, f
     cfg = dict(VARIANTS[name])
     scale = 1.0
     if name == "reference" and (smoke or not full):
-        # every (tile, mirror) pass is one identical forward: time a subset, scale to the whole pipeline
+        # every (tile, mirror) pass is one identical forward: time one tile, two passes, scale to the whole pipeline
         scale = _tiles(tuple(x.shape[2:]), patch) * 2 ** len(cfg["mirror"]) / 2
         cfg["mirror"] = (0,)
-        x = x[..., :patch, :patch, :patch] if not smoke else x
-        scale = scale / _tiles(tuple(x.shape[2:]), patch)
+        x = x[..., :patch, :patch, :patch]
     net = build_unet(1, 2, preset) if name == "unet" else MoME(preset)
     net.eval()
     stride = 32 if preset == "paper" else 16
@@ -137,40 +141,33 @@ def _subprocess(name: str, preset: str, volume: Path, patch: int, smoke: bool, f
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def dice_agreement(weights: Path, datalist: Path, patch: int, limit: int, smoke: bool = False) -> dict:
-    """Dice vs reference labels of each pipeline with a trained small model, and the largest difference."""
-    from monai.bundle import ConfigParser
+def dice_agreement(weights: Path, items: list[dict], patch: int, smoke: bool = False) -> dict:
+    """Dice vs reference labels of each pipeline with a trained small model, and the largest difference.
 
-    from scripts.data.datalist import load
+    Each pipeline is the bundle's ``inference.json`` (CPU overlay) writing native-grid labels, scored by the
+    bundle's evaluation (:func:`scripts.evaluation.evaluate_folder`).
+    """
+    import tempfile
 
-    parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundle/configs/train.json"))
-    parser.update({"preset": "small", "spacing": 2.0, "register": False, "bundle_root": str(ROOT / "bundle")})
-    pre = parser.get_parsed_content("validate#preprocessing")
-    model = MoME("small")
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model"])
-    model.eval()
-    items = load(datalist, "test")[:limit]
-    scores: dict[str, list[float]] = {n: [] for n in ("reference", "default", "bf16")}
-    for item in items:
-        data = pre(item)
-        x, y = data["image"].as_tensor()[None], data["label"].as_tensor()[0] > 0
-        for name in scores:
-            cfg = dict(VARIANTS[name])
-            if smoke and name == "reference":
-                cfg["mirror"] = (0,)
-            roi = _whole_roi(tuple(x.shape[2:]), 16) if cfg["whole"] else [patch] * 3
-            inferer = MirroredSlidingWindowInferer(roi, overlap=0.5, mirror_axes=cfg["mirror"], bf16=cfg["bf16"])
-            with torch.inference_mode():
-                pred = inferer(x, model).argmax(1)[0] > 0
-            total = int(pred.sum() + y.sum())
-            scores[name].append(1.0 if total == 0 else float(2 * (pred & y).sum() / total))
+    from scripts.evaluation import evaluate_folder
+
+    pipelines = {"reference": {"sw_roi_size": [patch] * 3, "tta": not smoke}, "default": {}}
+    if native_bf16("cpu"):
+        pipelines["bf16"] = {"bf16": True}
+    work = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    (work / "models").mkdir()
+    (work / "models" / "model.pt").write_bytes(weights.read_bytes())
+    scores: dict[str, list[float]] = {}
+    for name, knobs in pipelines.items():
+        knobs = {"input": [i["image"] for i in items], "ckpt_dir": str(work / "models"), **knobs}
+        run_bundle(["inference.json"], log=work / "inference.log", output_dir=str(work / name), **knobs)
+        scores[name] = [c["dice"] for c in evaluate_folder(items, work / name)]
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
     return {
         "n_images": len(items),
         "mean_dice": mean,
         "delta_default_vs_reference": mean["default"] - mean["reference"],
-        "delta_bf16_vs_default": mean["bf16"] - mean["default"],
+        "delta_bf16_vs_default": mean["bf16"] - mean["default"] if "bf16" in mean else None,
         "per_image": scores,
     }
 
@@ -197,10 +194,15 @@ def main(argv: list[str] | None = None) -> dict:
     import tempfile
 
     volume = Path(tempfile.mkdtemp()) / "volume.pt"
-    torch.save(preprocessed_volume(spacing, args.smoke), volume)
+    x, phantom_items = preprocessed_volume(spacing, args.smoke)
+    torch.save(x, volume)
     results = {"machine": machine(), "smoke": args.smoke, "preset": preset, "volume_shape": None, "variants": {}}
-    results["volume_shape"] = list(torch.load(volume, weights_only=True).shape[2:])
-    for name in ("unet", "default", "bf16", "reference"):
+    results["volume_shape"] = list(x.shape[2:])
+    variants = ["unet", "default", "bf16", "reference"]
+    if not native_bf16("cpu"):  # emulated bf16 is 30-90x slower: a figure for a mode nobody should use
+        variants.remove("bf16")
+        results["skipped"] = {"bf16": f"no native bf16 on this CPU ({cpu_capability()})"}
+    for name in variants:
         r = _subprocess(name, preset, volume, patch, args.smoke, args.reference_full)
         results["variants"][name] = r
         print(
@@ -211,16 +213,22 @@ def main(argv: list[str] | None = None) -> dict:
     v = results["variants"]
     results["ratios"] = {
         "reference_over_default_time": v["reference"]["seconds"] / v["default"]["seconds"],
-        "default_over_bf16_time": v["default"]["seconds"] / v["bf16"]["seconds"],
+        "default_over_bf16_time": v["default"]["seconds"] / v["bf16"]["seconds"] if "bf16" in v else None,
         "default_over_unet_peak_rss": v["default"]["peak_rss_mb"] / v["unet"]["peak_rss_mb"],
         "default_over_unet_peak_rss_above_imports": (v["default"]["peak_rss_mb"] - v["default"]["rss_after_imports_mb"])
         / (v["unet"]["peak_rss_mb"] - v["unet"]["rss_after_imports_mb"]),
     }
     print(json.dumps(results["ratios"], indent=1))
     if args.small_weights and args.datalist:
-        results["dice"] = dice_agreement(
-            args.small_weights, args.datalist, 32, 1 if args.smoke else args.dice_images, smoke=args.smoke
-        )
+        from scripts.data.datalist import load
+
+        items = load(args.datalist, "test")[: args.dice_images]
+        results["dice"] = dice_agreement(args.small_weights, items, 64 if args.smoke else 32, smoke=args.smoke)
+    elif args.smoke:  # no trained model: random weights on the phantom above, to run the pipeline end to end
+        weights = volume.with_name("random_small.pt")
+        torch.save({"model": MoME("small").state_dict()}, weights)
+        results["dice"] = dice_agreement(weights, phantom_items[:1], 64, smoke=True)
+    if "dice" in results:
         print(json.dumps({k: v for k, v in results["dice"].items() if k != "per_image"}, indent=1))
     write_results(args.json, results)
     return results

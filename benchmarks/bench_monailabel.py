@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from demo.commands import cpu_conf
 from scripts.atomic import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,14 +37,7 @@ APP_DIR = ROOT / "monailabel_app"
 BUNDLE = ROOT / "bundle"
 
 #: CPU knobs for 2 mm phantoms: a whole cropped skull-stripped phantom (about 74 x 93 x 79) fits one window.
-PHANTOM_CONF = {
-    "preset": "small",
-    "spacing": "2",
-    "register": "false",
-    "patch_size": "32",
-    "sw_roi_size": "[80,96,80]",
-    "epochs": "1",
-}
+PHANTOM_CONF = {**cpu_conf(), "patch_size": "32", "epochs": "1"}
 
 
 def free_port() -> int:
@@ -236,7 +230,8 @@ def run(reps: int, smoke: bool, workdir: str | None = None) -> dict:
             server.stop()
     return {
         "machine": machine(),
-        "setup": {"preset": "small", "spacing_mm": 2, "sw_roi_size": PHANTOM_CONF["sw_roi_size"], "image": image},
+        "smoke": smoke,
+        "setup": {**PHANTOM_CONF, "window": "whole image", "image": image},
         "server_start_s": round(start_s, 2),
         "infer_first_s": round(infer_s[0], 2),
         "infer_median_s": round(statistics.median(infer_s[1:]), 2),
@@ -254,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--workdir", help="keep the datastore, weights and server log here (default: a temp folder)")
     args = parser.parse_args(argv)
-    result = run(2 if args.smoke else args.reps, args.smoke, args.workdir)
+    result = run(1 if args.smoke else args.reps, args.smoke, args.workdir)
     print(f"machine: {result['machine']['cpu']} ({result['machine']['cores']} cores), gpu {result['machine']['gpu']}")
     print(f"server start          {result['server_start_s']:8.2f} s")
     print(f"infer, first request  {result['infer_first_s']:8.2f} s   (2 mm phantom, small preset, loads weights)")

@@ -11,8 +11,6 @@ budget for it is 2 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.timing import cpu_busy_fraction, write_results
+from benchmarks.timing import cpu_busy_fraction, machine, write_results
 from phantoms import PROFILES, load_anatomy, synthesize
 from phantoms.profiles import write_subject
 
@@ -90,10 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     profiles = ["atlas2", "isles2022"] if args.smoke else list(PROFILES)
     spacings = [2] if args.smoke else args.spacings
-    results = {
-        "machine": {"cpu_cores": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%F")},
-        "per_subject": [],
-    }
+    results = {"machine": machine(), "smoke": args.smoke, "per_subject": []}
     for sp in spacings:
         res = per_subject(sp, 1 if args.smoke else args.subjects, profiles)
         results["per_subject"].append(res)

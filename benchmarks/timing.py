@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from scripts.atomic import save_json
+from scripts.precision import cpu_capability, native_bf16
 
 __all__ = ["cpu_busy_fraction", "interleaved", "machine", "write_results"]
 
@@ -85,6 +86,8 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_capability": cpu_capability(),
+        "native_bf16": native_bf16("cpu"),
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d"),

@@ -2,6 +2,8 @@
 
 Every command runs from ``bundle/`` (:data:`BUNDLE`) with the CPU overlay ``configs/cpu.json`` last, unless
 ``cpu=False``; knobs become ``--key value`` overrides in the spelling ``monai.bundle run`` (Python Fire) parses.
+:func:`run_bundle` runs the same workflow in this process (no interpreter start-up per run: the benchmarks run
+dozens), with the same config files and knobs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["BUNDLE", "CONFIGS", "bundle_command", "config_files", "knob"]
+__all__ = ["BUNDLE", "CONFIGS", "bundle_command", "config_files", "cpu_conf", "knob", "run_bundle"]
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 CONFIGS = BUNDLE / "configs"
@@ -23,6 +25,15 @@ def config_files(configs: Sequence[str], cpu: bool = True) -> list[str]:
     if missing:
         raise FileNotFoundError(f"no such bundle config(s) in {CONFIGS}: {', '.join(missing)}")
     return [f"configs/{n}" for n in names]
+
+
+def cpu_conf() -> dict[str, str]:
+    """The CPU overlay's network and preprocessing knobs as MONAI Label ``--conf`` values (the app's spelling)."""
+    import json
+
+    cpu = json.loads((CONFIGS / "cpu.json").read_text())
+    knobs = {k: cpu[k] for k in ("preset", "spacing", "register")}
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in knobs.items()}
 
 
 def knob(value: object) -> str:
@@ -42,3 +53,23 @@ def bundle_command(configs: Sequence[str], cpu: bool = True, command: str = "run
     for key, value in knobs.items():
         cmd += [f"--{key}", knob(value)]
     return cmd
+
+
+def run_bundle(configs: Sequence[str], log: str | Path | None = None, cpu: bool = True, **knobs: object) -> None:
+    """``monai.bundle.run`` here, as :func:`bundle_command` would run it; its log lines appended to ``log``."""
+    import logging
+
+    import monai.bundle
+
+    files = [str(BUNDLE / f) for f in config_files(configs, cpu)]
+    values = {k: "$None" if v is None else list(v) if isinstance(v, tuple) else v for k, v in knobs.items()}
+    root, handler = logging.getLogger(), logging.FileHandler(log) if log else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    level, root.level = root.level, logging.INFO
+    root.addHandler(handler)
+    try:  # logging_file=False: this process's logging stays as it is (the file above gets the lines)
+        monai.bundle.run(config_file=files, logging_file=False, bundle_root=str(BUNDLE), **values)
+    finally:
+        root.removeHandler(handler)
+        root.level = level
+        handler.close()

@@ -5,10 +5,13 @@
 One model, ``mome``, label ``lesion`` (1). One image per case of any single MR sequence, which is what MONAI
 Label's datastores and viewers hand over. Nothing is downloaded: the bundle and the weights are local files.
 Requests the app cannot serve get a 4xx with a message (MONAI Label would answer a bare 500). Options: README.md.
+The stock switches ``preload``, ``skip_trainers``, ``skip_strategies`` and ``skip_scoring`` work as in MONAI Label's
+sample apps.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from monailabel.tasks.activelearning.random import Random
 
 from monailabel_app.lib.bundle import bundle_module
 from monailabel_app.lib.datastore import CheckedDatastore
-from monailabel_app.lib.errors import conflict, not_found, unprocessable
+from monailabel_app.lib.errors import conflict, is_volume_error, not_found, unprocessable
 from monailabel_app.lib.infer import MoMEInferTask, how_to_get_weights
 from monailabel_app.lib.options import LABELS, MODEL_NAME, AppOptions
 from monailabel_app.lib.scoring import ExpertDisagreementScoring
@@ -37,28 +40,35 @@ logger = logging.getLogger(__name__)
 SCORING_NAME = "expert_disagreement"
 
 
+class _CurrentTask:
+    """The app's inference task as it is now (it is built again once weights first exist), for the scoring."""
+
+    def __init__(self, app: MoMEApp) -> None:
+        self.app = app
+
+    def weights(self):
+        return self.app._infer_task().weights()
+
+    def aux_outputs(self, image: str, device: str):
+        return self.app._infer_task().aux_outputs(image, device)
+
+
 class MoMEApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.options = AppOptions.from_conf(app_dir, conf)
-        self.infer_task = MoMEInferTask(self.options)
-        self.scoring_method = ExpertDisagreementScoring(self.infer_task, self.options.scoring_max_images)
+        for key, why in self.options.ignored.items():
+            logger.info(f"--conf {key} ignored: {why}")
+        self.scoring_method = ExpertDisagreementScoring(_CurrentTask(self), self.options.scoring_max_images)
         logger.info(f"MoME app: bundle {self.options.bundle}; model folder {self.options.model_dir}")
-        try:
-            weights = self.infer_task.weights()
-            logger.info(
-                f"serving {weights.path} (preset {weights.preset})" if weights else how_to_get_weights(self.options)
-            )
-        except ValueError as e:  # start anyway: /info reports it, and training can replace the file
-            logger.warning(f"the served weights are unusable: {e}")
         super().__init__(
             app_dir=app_dir,
             studies=studies,
             conf=conf,
             name="MoME brain lesion segmentation",
             description="Lesion segmentation on one MR image of any sequence (T1, T1c, T2, FLAIR, DWI)",
-            version=self.infer_task.version or "0",
             labels=LABELS,
         )
+        self.version = json.loads((self.options.bundle / "configs" / "metadata.json").read_text())["version"]
 
     # --- tasks ------------------------------------------------------------------------------------------------
     def init_datastore(self) -> Datastore:
@@ -73,16 +83,49 @@ class MoMEApp(MONAILabelApp):
         )
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {MODEL_NAME: self.infer_task}
+        task = MoMEInferTask(self.options, self.conf)
+        try:
+            weights = task.weights()
+            logger.info(f"serving {weights.path} ({weights.preset})" if weights else how_to_get_weights(self.options))
+        except ValueError as e:  # start anyway: /info reports it, and training can replace the file
+            logger.warning(f"the served weights are unusable: {e}")
+        return {MODEL_NAME: task}
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {MODEL_NAME: MoMETrainTask(self.options)}
+        if self.options.switches["skip_trainers"]:
+            return {}
+        return {MODEL_NAME: MoMETrainTask(self.options, self.conf)}
 
     def init_strategies(self) -> dict[str, Strategy]:
-        return {"random": Random(), "first": First(), "uncertainty": Uncertainty(self.scoring_method)}
+        strategies: dict[str, Strategy] = {"random": Random()}
+        if not self.options.switches["skip_strategies"]:
+            strategies.update(first=First(), uncertainty=Uncertainty(self.scoring_method))
+        return strategies
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
-        return {SCORING_NAME: self.scoring_method}
+        return {} if self.options.switches["skip_scoring"] else {SCORING_NAME: self.scoring_method}
+
+    def _infer_task(self) -> MoMEInferTask:
+        """The inference task; built again once weights exist when the server started without any (the stock
+        task is only valid with a weights file)."""
+        task = self._infers[MODEL_NAME]
+        if not task.is_valid() and any(p is not None and p.is_file() for p in self.options.weight_candidates):
+            task = self._infers[MODEL_NAME] = MoMEInferTask(self.options, self.conf)
+        return task
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        task = self._infer_task()
+        if not task.is_valid():  # no weights: the model is still listed, not ready, with what to do
+            info["models"][MODEL_NAME] = {
+                "type": "segmentation",
+                "labels": LABELS,
+                "dimension": 3,
+                "description": "MoME (no weights yet)",
+                "ready": False,
+                "message": how_to_get_weights(self.options),
+            }
+        return info
 
     # --- requests: the app's checks before MONAI Label's handling ----------------------------------------------
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
@@ -96,25 +139,27 @@ class MoMEApp(MONAILabelApp):
                 raise not_found(f"image {image!r} is not in the datastore")
             if Path(path).is_file():
                 io = bundle_module(self.options.bundle, "scripts.io")
-                try:  # the header only: the voxels are checked where the pipeline loads them (LoadVolumed)
+                try:  # the header only: the voxels are checked where the pipeline reads them (LoadVolumed)
                     io.check_header(io.read_header(path))
                 except io.VolumeError as e:
                     raise unprocessable(f"cannot segment this image: {e}") from e
+        task = self._infer_task()
         try:
-            if self.infer_task.weights() is None:
+            if not task.is_valid() or task.weights() is None:
                 raise conflict(how_to_get_weights(self.options))
         except ValueError as e:  # the weights file exists but is not a MoME checkpoint
             raise conflict(f"the served weights are unusable: {e}") from e
-        io = bundle_module(self.options.bundle, "scripts.io")
         try:
             return super().infer(request, datastore)
-        except io.VolumeError as e:  # raised by LoadVolumed where the pipeline reads the voxels
-            raise unprocessable(f"cannot segment this image: {e}") from e
+        except Exception as e:
+            if is_volume_error(e):  # raised by LoadVolumed where the pipeline reads the voxels
+                raise unprocessable(f"cannot segment this image: {e}") from e
+            raise
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request.get("model")
         if model not in self._trainers:
-            raise not_found(f"unknown model {model!r}; this server trains {', '.join(self._trainers)}")
+            raise not_found(f"unknown model {model!r}; this server trains {', '.join(self._trainers) or 'nothing'}")
         try:
             return super().train(request)
         except NoLabelsError as e:

@@ -1,4 +1,4 @@
-"""Embedded default dataset: physics-based multi-modal brain-lesion phantoms (design: shared/docs/phantom-design.md).
+"""Embedded default dataset: physics-based multi-modal brain-lesion phantoms (design: docs/PHANTOMS.md).
 
 Anatomy from the ICBM152 2009a maps inside the nilearn wheel (no network), five contrasts from tissue parameters
 through the MR signal equations, six lesion families, acquisition artefacts, and writers that reproduce the layout

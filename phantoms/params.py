@@ -1,6 +1,6 @@
 """Every number the phantom generator samples from, in one place so it can be retuned.
 
-Values are 3 T defaults from ``docs/phantom-design.md`` (§2.2 tissues, §2.3 lesions, §2.4 protocols, §2.5 targets,
+Values are 3 T defaults from ``docs/PHANTOMS.md`` (§2.2 tissues, §2.3 lesions, §2.4 protocols, §2.5 targets,
 §2.6-2.8 anatomy, lesion geometry and artefacts). Units: T1/T2/TR/TE/TI in ms, ADC in 10^-3 mm^2/s, C_Gd in mM,
 lengths in mm, volumes in ml. A parameter entry is ``(default, low, high)``; per-subject values are drawn around
 the default and clipped to ``[low, high]`` (see :data:`JITTER`).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,16 +11,34 @@ import torch
 os.environ.setdefault("MONAI_LABEL_AUTO_UPDATE_SCORING", "false")
 
 
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
 
 
+def _bundle_files() -> dict[str, tuple[int, int]]:
+    files = (p for p in BUNDLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return {str(p.relative_to(BUNDLE)): (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _bundle_stays_as_shipped():
+    """No test, workflow or server writes into the bundle (what a Model Zoo user downloads)."""
+    before = _bundle_files()
+    yield
+    after = _bundle_files()
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"files written into the bundle during the tests: {changed[:10]}"
+
+
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory: pytest.TempPathFactory):
-    """All six phantom datasets, two subjects each, 2 mm (generated once per test session)."""
+    """All six phantom datasets, two subjects each, 2 mm, with QA: the one phantom tree of a test run."""
     from phantoms import generate
 
     root = tmp_path_factory.mktemp("phantoms") / "data"
-    generate(root, subjects=2, spacing=2, seed=0)
+    generate(root, subjects=2, spacing=2, seed=0, qa=True, workers=2)
     return root

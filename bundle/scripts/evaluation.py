@@ -1,16 +1,19 @@
-"""Evaluation: per-case metrics the evaluator cannot compute by itself, grouped tables, averages and plots.
+"""Evaluation: the one place where Dice, HD95, gate usage and expert Dice are computed, and the tables and plots.
 
-The evaluator (``configs/evaluate.json``) runs MoME once per case with ``with_aux=True`` and records, per case,
-lesion Dice, HD95, each expert's own Dice and the share of gate-weight magnitude each expert receives. MONAI's
-``MetricsSaver`` writes those per-case values; :func:`report` joins them with the datalist and writes:
+Metrics are computed in each image's own space, as nnU-Net and the Model Zoo's evaluate configs do: the
+prediction is inverted to the native grid (``Invertd``) and compared with the label file as it is on disk, HD95 in
+millimetres from that grid's voxel sizes. ``configs/evaluate.json`` runs the network once per case with
+``with_aux=True`` (:class:`SplitOutputsd` separates the fused prediction, every expert's prediction and the gate
+usage), :class:`CaseMetricsd` scores the case and :class:`CaseRecorder` writes, once the evaluator is done:
 
 - ``cases.csv``: one row per image (dataset, modality, lesion type, subject, metrics);
 - ``summary.json``: Dice per (dataset, modality) task, per dataset, per modality and per lesion type; the
   task-, dataset- and case-level averages; the gate-usage matrix and the expert-specialisation index;
 - ``radar.png`` (Dice by lesion type, modality and average) and ``gate_usage.png`` (input modality x expert).
 
-Averages (the papers do not define them; ours): case level = mean over images; dataset level = mean of per-dataset
-means; task level = mean of per-(dataset, modality) means.
+:func:`evaluate_folder` scores a folder of prediction files with the same functions (what the benchmarks and
+users with predictions from elsewhere call). Averages (the papers do not define them; ours): case level = mean over
+images; dataset level = mean of per-dataset means; task level = mean of per-(dataset, modality) means.
 """
 
 from __future__ import annotations
@@ -19,77 +22,189 @@ import csv
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.metrics import CumulativeIterationMetric
-from monai.utils import MetricReduction
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor
+from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.transforms import MapTransform
 
-from scripts.atomic import save_json
+from scripts.atomic import atomic_path, save_json
+from scripts.io import read_volume, strip_suffix
 from scripts.mome import MODALITIES
 
-__all__ = ["ExpertDice", "GateUsage", "radar_chart", "report", "summarise"]
+__all__ = [
+    "CaseMetricsd",
+    "CaseRecorder",
+    "SplitOutputsd",
+    "case_metrics",
+    "evaluate_folder",
+    "gate_usage",
+    "lesion_mask",
+    "radar_chart",
+    "read_cases",
+    "report",
+    "summarise",
+    "write_cases",
+]
 
 
-class GateUsage(CumulativeIterationMetric):
-    """Per case and expert: mean |gate weight| inside the brain (image != 0), as a share of the sum over experts.
+def lesion_mask(label: np.ndarray | torch.Tensor, values: Sequence[int] | None = None) -> np.ndarray:
+    """Binary lesion mask of a dataset label map: ``values`` are lesion (e.g. ``[1]`` for WMH), else any non-zero."""
+    label = np.asarray(label)
+    return np.isin(label, values) if values else label > 0
 
-    Inputs: ``y_pred`` = gate weights (B, K*C, ...), ``y`` = the image (B, 1, ...).
+
+def _spacing(affine: np.ndarray | torch.Tensor) -> list[float]:
+    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0).tolist()
+
+
+def case_metrics(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Lesion Dice and HD95 (mm) of two binary masks on one grid with voxel sizes ``spacing``.
+
+    Dice of two empty masks is 1; HD95 is NaN when either mask is empty (no surface to measure from).
+    """
+    p = torch.as_tensor(np.asarray(pred, bool))[None, None]
+    y = torch.as_tensor(np.asarray(label, bool))[None, None]
+    if p.shape != y.shape:
+        raise ValueError(f"prediction shape {tuple(p.shape[2:])} != label shape {tuple(y.shape[2:])}")
+    p2, y2 = torch.cat([~p, p], 1).float(), torch.cat([~y, y], 1).float()
+    dice = float(compute_dice(p2, y2, include_background=False, ignore_empty=False)[0, 0])
+    hd95 = float("nan")
+    if bool(p.any()) and bool(y.any()):
+        hd95 = float(compute_hausdorff_distance(p2, y2, percentile=95, spacing=list(spacing))[0, 0])
+    return {"dice": dice, "hd95": hd95}
+
+
+def gate_usage(gate: torch.Tensor, brain: torch.Tensor, num_experts: int) -> list[float]:
+    """Per expert: mean |gate weight| inside ``brain`` (summed over classes), as a share of the sum over experts."""
+    w = gate.abs().unflatten(0, (num_experts, -1)).sum(1)  # (K, ...)
+    mask = brain.to(w.dtype)
+    per_expert = (w * mask).flatten(1).sum(-1) / mask.sum().clamp_min(1)
+    return (per_expert / per_expert.sum().clamp_min(1e-12)).tolist()
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+class SplitOutputsd(MapTransform):
+    """``pred`` as the network left it -> ``pred`` (class probabilities), ``experts`` (per-expert probabilities,
+    ``K*C`` channels) and ``gate_usage`` (computed here, in network space, inside the brain: image != 0).
+
+    A plain tensor (a single U-Net) gives ``pred`` alone.
     """
 
-    def __init__(self, num_experts: int = len(MODALITIES), reduction: str = MetricReduction.MEAN) -> None:
-        super().__init__()
-        self.num_experts = num_experts
-        self.reduction = reduction
+    def __init__(self, keys: str = "pred", image_key: str = "image", num_experts: int = len(MODALITIES)) -> None:
+        super().__init__(keys)
+        self.image_key, self.num_experts = image_key, num_experts
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        w = y_pred.abs().unflatten(1, (self.num_experts, -1)).sum(2)  # (B, K, ...)
-        brain = (y != 0).to(w.dtype) if y is not None else torch.ones_like(w[:, :1])
-        per_expert = (w * brain).flatten(2).sum(-1) / brain.flatten(2).sum(-1).clamp_min(1)
-        return per_expert / per_expert.sum(1, keepdim=True).clamp_min(1e-12)
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            out = d[key]
+            if not isinstance(out, Mapping):
+                d[key] = torch.softmax(out, 0)
+                continue
+            d[key] = torch.softmax(out["logits"], 0)
+            experts, k = _plain(out["experts"]), self.num_experts
+            # a MetaTensor, so that Invertd takes the image's transforms for it too
+            d["experts"] = MetaTensor(torch.softmax(experts.unflatten(0, (k, -1)), 1).flatten(0, 1))
+            d["gate_usage"] = gate_usage(_plain(out["gate"]), _plain(d[self.image_key])[0] != 0, k)
+        return d
 
-    def aggregate(self, reduction: str | None = None):
-        data = self.get_buffer()
-        return data.nanmean(0) if (reduction or self.reduction) != MetricReduction.NONE else data
 
+class CaseMetricsd(MapTransform):
+    """Score one case against its label file on the native grid: ``metrics`` = Dice, HD95 (mm), expert Dice.
 
-class ExpertDice(CumulativeIterationMetric):
-    """Per case and expert: lesion Dice of that expert's own prediction (how specialised the experts stay).
-
-    Inputs: ``y_pred`` = expert logits (B, K*C, ...), ``y`` = one-hot label (B, C, ...) or class map (B, 1, ...).
-    Empty prediction and empty label give Dice 1.
+    ``pred`` (and ``experts``) must already be inverted to the image's own grid; the label is read from the file
+    the pipeline loaded it from, with the lesion values that :class:`scripts.data.transforms.LesionLabeld` recorded.
     """
 
-    def __init__(self, num_experts: int = len(MODALITIES), reduction: str = MetricReduction.MEAN) -> None:
-        super().__init__()
-        self.num_experts = num_experts
-        self.reduction = reduction
+    def __init__(self, keys: str = "pred", label_key: str = "label", num_experts: int = len(MODALITIES)) -> None:
+        super().__init__(keys)
+        self.label_key, self.num_experts = label_key, num_experts
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        logits = y_pred.unflatten(1, (self.num_experts, -1))  # (B, K, C, ...)
-        pred = (logits.argmax(2) > 0).flatten(2).float()  # (B, K, N)
-        target = (y.argmax(1) if y.shape[1] > 1 else y[:, 0]) > 0
-        target = target.flatten(1).float()[:, None]  # (B, 1, N)
-        inter, total = (pred * target).sum(-1), pred.sum(-1) + target.sum(-1)
-        return torch.where(total > 0, 2 * inter / total.clamp_min(1e-12), torch.ones_like(total))
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        meta = getattr(d[self.label_key], "meta", {})
+        info, label = read_volume(meta["filename_or_obj"])
+        values = [int(v) for v in str(meta.get("lesion_values") or "").split(",") if v]
+        truth = lesion_mask(label, values)
+        spacing = _spacing(info.affine)
+        pred = torch.as_tensor(d[self.keys[0]]).argmax(0).cpu().numpy() > 0
+        metrics = case_metrics(pred, truth, spacing)
+        if "experts" in d:
+            experts = torch.as_tensor(d["experts"]).unflatten(0, (self.num_experts, -1)).argmax(1).cpu().numpy() > 0
+            metrics["expert_dice"] = [case_metrics(e, truth, spacing)["dice"] for e in experts]
+        if "gate_usage" in d:
+            metrics["gate_usage"] = d["gate_usage"]
+        image = getattr(d.get("image"), "meta", {}).get("filename_or_obj")
+        metrics["image"] = str(Path(str(image)).resolve()) if image else None
+        d["metrics"] = metrics
+        return d
 
-    def aggregate(self, reduction: str | None = None):
-        data = self.get_buffer()
-        return data.nanmean(0) if (reduction or self.reduction) != MetricReduction.NONE else data
+
+class CaseRecorder:
+    """Evaluator handler: collects every case's ``metrics`` and writes the report when the evaluator completes."""
+
+    def __init__(self, output_dir: str | Path, items: Sequence[Mapping], modalities: Sequence[str] = MODALITIES):
+        self.output_dir, self.items, self.modalities = Path(output_dir), list(items), tuple(modalities)
+        self.rows: dict[str, dict] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def collect(self, engine: Engine) -> None:
+        for out in engine.state.output:
+            self.rows[out["metrics"]["image"]] = out["metrics"]
+
+    def write(self, engine: Engine) -> None:
+        report(self.output_dir, _join(self.items, self.rows), self.modalities)
 
 
-def _read_raw(path: Path) -> dict[str, list[float]]:
-    if not path.is_file():
-        return {}
-    with path.open() as f:
-        rows = list(csv.reader(f))
-    out = {}
-    for row in rows[1:]:
-        values = [float(v) for v in row[1:-1]]  # drop MetricsSaver's trailing "mean" column
-        out[str(Path(row[0]).resolve())] = values
-    return out
+def _join(items: Sequence[Mapping], rows: Mapping[str, Mapping]) -> list[dict]:
+    """Datalist facts (dataset, modality, ...) + each image's metrics; an image without metrics is an error."""
+    cases = []
+    for item in items:
+        key = str(Path(item["image"]).resolve())
+        if key not in rows:
+            raise KeyError(f"{item['image']} was not evaluated")
+        m = rows[key]
+        cases.append(
+            {
+                "image": item["image"],
+                "subject": item.get("subject"),
+                "dataset": item.get("dataset", "unknown"),
+                "modality": item.get("modality"),
+                "lesion_type": item.get("lesion_type"),
+                "dice": m["dice"],
+                "hd95": m["hd95"],
+                "gate_usage": m.get("gate_usage"),
+                "expert_dice": m.get("expert_dice"),
+            }
+        )
+    return cases
+
+
+def evaluate_folder(items: Sequence[Mapping], folder: str | Path, postfix: str = "seg") -> list[dict]:
+    """Score prediction files ``<folder>/<image name>_<postfix>.nii.gz`` (native grid) against the items' labels."""
+    folder = Path(folder)
+    rows = {}
+    for item in items:
+        path = folder / f"{strip_suffix(item['image'])}_{postfix}.nii.gz"
+        info, pred = read_volume(path)
+        linfo, label = read_volume(item["label"])
+        if pred.shape != label.shape or not np.allclose(info.affine, linfo.affine, atol=1e-3):
+            raise ValueError(f"{path} is not on the grid of its label {item['label']}")
+        key = str(Path(item["image"]).resolve())
+        rows[key] = case_metrics(pred > 0, lesion_mask(label, item.get("label_values")), _spacing(linfo.affine))
+    return _join(items, rows)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -99,8 +214,10 @@ def _mean(values: Sequence[float]) -> float:
 
 def summarise(cases: Sequence[Mapping], modalities: Sequence[str] = MODALITIES) -> dict:
     """Grouped Dice, the three averages, gate usage and the specialisation index from per-case rows."""
+    modalities = list(modalities)
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     gate: dict[str, list[list[float]]] = defaultdict(list)
+    experts: dict[str, list[list[float]]] = defaultdict(list)
     for c in cases:
         modality = c.get("modality") or "unknown"
         for name, key in (
@@ -112,6 +229,8 @@ def summarise(cases: Sequence[Mapping], modalities: Sequence[str] = MODALITIES) 
             groups[name][key].append(c["dice"])
         if c.get("gate_usage"):
             gate[modality].append(c["gate_usage"])
+        if c.get("expert_dice"):
+            experts[modality].append(c["expert_dice"])
     table = {name: {k: _mean(v) for k, v in sorted(g.items())} for name, g in groups.items()}
     usage = {m: [float(x) for x in np.mean(rows, axis=0)] for m, rows in sorted(gate.items())}
     return {
@@ -123,9 +242,61 @@ def summarise(cases: Sequence[Mapping], modalities: Sequence[str] = MODALITIES) 
             "case_level": _mean([c["dice"] for c in cases]),
         },
         "hd95_case_level": _mean([c.get("hd95", float("nan")) for c in cases]),
-        "gate_usage": {"experts": list(modalities), "by_input_modality": usage},
+        "gate_usage": {"experts": modalities, "by_input_modality": usage},
         "specialisation_index": {m: usage[m][modalities.index(m)] for m in usage if m in modalities},
+        "expert_dice_by_input_modality": {
+            m: [float(x) for x in np.nanmean(rows, axis=0)] for m, rows in sorted(experts.items())
+        },
     }
+
+
+def _fmt(values: Sequence[float] | None, n: int) -> list[str]:
+    return [f"{v:.4f}" for v in (values or [float("nan")] * n)]
+
+
+def write_cases(cases: Sequence[Mapping], path: str | Path, modalities: Sequence[str] = MODALITIES) -> None:
+    """``cases.csv``: one row per image with its metrics, gate shares and expert Dice."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["image", "subject", "dataset", "modality", "lesion_type", "dice", "hd95_mm"]
+            + [f"gate_{m}" for m in modalities]
+            + [f"dice_expert_{m}" for m in modalities]
+        )
+        for c in cases:
+            writer.writerow(
+                [c["image"], c["subject"], c["dataset"], c["modality"] or "unknown", c["lesion_type"]]
+                + [f"{c['dice']:.4f}", f"{c['hd95']:.2f}"]
+                + _fmt(c.get("gate_usage"), len(modalities))
+                + _fmt(c.get("expert_dice"), len(modalities))
+            )
+
+
+def read_cases(path: str | Path) -> list[dict]:
+    """Rows of a ``cases.csv`` back as the dicts :func:`summarise` takes (how the benchmarks read evaluate.json)."""
+    def num(value: str) -> float:
+        return float(value) if value not in ("", "nan") else float("nan")
+
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    cases = []
+    for r in rows:
+        gate = [num(v) for k, v in r.items() if k.startswith("gate_")]
+        experts = [num(v) for k, v in r.items() if k.startswith("dice_expert_")]
+        cases.append(
+            {
+                "image": r["image"],
+                "subject": r["subject"],
+                "dataset": r["dataset"],
+                "modality": None if r["modality"] == "unknown" else r["modality"],
+                "lesion_type": r["lesion_type"],
+                "dice": num(r["dice"]),
+                "hd95": num(r["hd95_mm"]),
+                "gate_usage": None if all(math.isnan(v) for v in gate) else gate,
+                "expert_dice": None if all(math.isnan(v) for v in experts) else experts,
+            }
+        )
+    return cases
 
 
 def radar_chart(series: Mapping[str, Mapping], path: str | Path, title: str = "Dice") -> None:
@@ -155,7 +326,8 @@ def radar_chart(series: Mapping[str, Mapping], path: str | Path, title: str = "D
     ax.set_title(title)
     ax.legend(loc="lower right", bbox_to_anchor=(1.25, -0.05), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -181,58 +353,19 @@ def _gate_heatmap(summary: Mapping, path: Path) -> None:
             ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
     fig.colorbar(im, ax=ax, label="share of |gate weight|")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
 def report(
-    output_dir: str | Path, items: Sequence[Mapping], modalities: Sequence[str] = MODALITIES, name: str = "MoME"
+    output_dir: str | Path, cases: Sequence[Mapping], modalities: Sequence[str] = MODALITIES, name: str = "MoME"
 ) -> dict:
-    """Join the evaluator's per-case CSVs in ``output_dir`` with the datalist ``items``; write tables and plots."""
+    """``cases.csv``, ``summary.json``, ``radar.png`` and ``gate_usage.png`` in ``output_dir`` from per-case rows."""
     out = Path(output_dir)
-    dice = _read_raw(out / "val_mean_dice_raw.csv")
-    if not dice:
-        raise FileNotFoundError(f"no per-case Dice in {out / 'val_mean_dice_raw.csv'}: did the evaluator run?")
-    hd95 = _read_raw(out / "val_hd95_raw.csv")
-    gate = _read_raw(out / "gate_usage_raw.csv")
-    experts = _read_raw(out / "expert_dice_raw.csv")
-    cases = []
-    for item in items:
-        key = str(Path(item["image"]).resolve())
-        if key not in dice:
-            raise KeyError(f"{item['image']} was not evaluated (no row in {out / 'val_mean_dice_raw.csv'})")
-        cases.append(
-            {
-                "image": item["image"],
-                "subject": item.get("subject"),
-                "dataset": item.get("dataset", "unknown"),
-                "modality": item.get("modality"),
-                "lesion_type": item.get("lesion_type"),
-                "dice": dice[key][0],
-                "hd95": hd95.get(key, [float("nan")])[0],
-                "gate_usage": gate.get(key),
-                "expert_dice": experts.get(key),
-            }
-        )
-    with (out / "cases.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["image", "subject", "dataset", "modality", "lesion_type", "dice", "hd95"]
-            + [f"gate_{m}" for m in modalities]
-            + [f"dice_expert_{m}" for m in modalities]
-        )
-        for c in cases:
-            writer.writerow(
-                [c["image"], c["subject"], c["dataset"], c["modality"] or "unknown", c["lesion_type"]]
-                + [f"{c['dice']:.4f}", f"{c['hd95']:.2f}"]
-                + [f"{v:.4f}" for v in (c["gate_usage"] or [float("nan")] * len(modalities))]
-                + [f"{v:.4f}" for v in (c["expert_dice"] or [float("nan")] * len(modalities))]
-            )
+    out.mkdir(parents=True, exist_ok=True)
+    write_cases(cases, out / "cases.csv", modalities)
     summary = summarise(cases, modalities)
-    summary["expert_dice_by_input_modality"] = {
-        m: [float(x) for x in np.nanmean([c["expert_dice"] for c in cases if (c["modality"] or "unknown") == m], 0)]
-        for m in {c["modality"] or "unknown" for c in cases if c["expert_dice"]}
-    }
     save_json(summary, out / "summary.json")
     radar_chart({name: summary}, out / "radar.png", title=f"{name}: Dice ({len(cases)} images)")
     _gate_heatmap(summary, out / "gate_usage.png")

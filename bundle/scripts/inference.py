@@ -7,6 +7,7 @@ can overflow with MoME's unbounded fused logits). Also: the image list an infere
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
 from scripts.io import SUFFIXES, check_image, has_image_suffix
+from scripts.precision import BF16_CHOICES, bf16_autocast
 
-__all__ = ["MirroredSlidingWindowInferer", "list_images", "missing_weights"]
+__all__ = ["MirroredSlidingWindowInferer", "list_images", "missing_weights", "whole_window"]
 
 
 def _float32(out):
@@ -32,39 +34,56 @@ def _flip(out, dims: tuple[int, ...]):
     return torch.flip(out, dims)
 
 
+def whole_window(shape: Sequence[int], divisor: int) -> list[int]:
+    """One window over a whole image: each axis rounded up to a multiple of the network's stride."""
+    return [int(math.ceil(int(s) / divisor) * divisor) for s in shape]
+
+
 class MirroredSlidingWindowInferer(Inferer):
     """MONAI's ``SlidingWindowInferer`` averaged over all mirror combinations of ``mirror_axes`` (nnU-Net TTA).
 
+    ``roi_size=None`` runs one window over the whole image (padded to a multiple of ``divisor``, the network's
+    stride): the fast default, where the lean eval forward keeps memory to about one U-Net's.
     ``mirror_axes=(0, 1, 2)`` gives nnU-Net's 8 passes; ``()`` a single pass. With ``bf16`` the network runs under
-    bfloat16 autocast. Networks returning a dict (``MoME(..., with_aux=True)``) are handled per key.
+    bfloat16 autocast where the device has native bf16 (:mod:`scripts.precision`; ``"force"``: always). Networks
+    returning a dict (``MoME(..., with_aux=True)``) are handled per key.
     """
 
     def __init__(
         self,
-        roi_size: Sequence[int],
+        roi_size: Sequence[int] | None,
         overlap: float = 0.5,
         sw_batch_size: int = 1,
         mode: str = "gaussian",
         mirror_axes: Sequence[int] = (),
-        bf16: bool = False,
+        bf16: bool | str = False,
+        divisor: int = 32,
         **network_kwargs,
     ) -> None:
         super().__init__()
-        self.window = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode)
+        self.roi_size = None if roi_size is None else [int(r) for r in roi_size]
+        self.window_kwargs = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode}
         self.mirror_axes = tuple(int(a) for a in mirror_axes)
+        if bf16 not in BF16_CHOICES:
+            raise ValueError(f"--bf16 must be True, False or force, got {bf16!r}")
         self.bf16 = bf16
+        self.divisor = int(divisor)
         self.network_kwargs = network_kwargs
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args, **kwargs):
+        bf16 = bf16_autocast(self.bf16, inputs.device)
+
         def run(x: torch.Tensor):
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 return _float32(network(x, *args, **self.network_kwargs, **kwargs))
 
+        roi = self.roi_size or whole_window(inputs.shape[2:], self.divisor)
+        window = SlidingWindowInferer(roi_size=roi, **self.window_kwargs)
         total, count = None, 0
         for n in range(len(self.mirror_axes) + 1):
             for axes in itertools.combinations(self.mirror_axes, n):
                 dims = tuple(2 + a for a in axes)
-                out = _flip(self.window(_flip(inputs, dims), run), dims)
+                out = _flip(window(_flip(inputs, dims), run), dims)
                 if total is None:
                     total = out
                 elif isinstance(out, dict):

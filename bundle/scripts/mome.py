@@ -20,7 +20,7 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-__all__ = ["MODALITIES", "PRESETS", "MoME", "UNet", "build_unet", "preset_of"]
+__all__ = ["MODALITIES", "PRESETS", "MoME", "UNet", "build_unet", "preset_of", "preset_stride"]
 
 #: Expert order of the reference implementation; the index of a modality here is its expert.
 MODALITIES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR", "DWI")
@@ -44,6 +44,11 @@ class UNet(PlainConvUNet):
         super().train(mode)
         self.decoder.deep_supervision = mode
         return self
+
+    def forward(self, x: torch.Tensor, with_aux: bool = False):
+        """As the stock class; ``with_aux`` is accepted (and ignored: one U-Net has no gate or experts) so that
+        evaluation calls a single U-Net and MoME alike."""
+        return super().forward(x)
 
 
 def build_unet(in_channels: int = 1, num_classes: int = 2, preset: str = "small") -> UNet:
@@ -72,6 +77,13 @@ def build_unet(in_channels: int = 1, num_classes: int = 2, preset: str = "small"
     )
     net.apply(InitWeights_He(1e-2))
     return net
+
+
+def preset_stride(preset: str) -> int:
+    """Product of a preset's encoder strides: network input sizes must be multiples of it."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return math.prod(PRESETS[preset]["strides"])
 
 
 def preset_of(state_dict: dict) -> str:
@@ -136,7 +148,7 @@ class MoME(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.gate_activation = gate_activation
-        self.stride = math.prod(PRESETS[preset]["strides"])
+        self.stride = preset_stride(preset)
         k = len(self.modalities)
         self.experts = nn.ModuleList(build_unet(in_channels, num_classes, preset) for _ in range(k))
         stem = PRESETS[preset]["features_per_stage"][0]

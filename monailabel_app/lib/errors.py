@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
-__all__ = ["conflict", "not_found", "unprocessable"]
+__all__ = ["conflict", "is_volume_error", "not_found", "unprocessable"]
 
 
 def not_found(message: str) -> HTTPException:
@@ -24,3 +24,9 @@ def conflict(message: str) -> HTTPException:
 def unprocessable(message: str) -> HTTPException:
     """422: the uploaded content is unusable (corrupt, wrong shape, 4D, unknown modality name)."""
     return HTTPException(status_code=422, detail=message)
+
+
+def is_volume_error(error: BaseException) -> bool:
+    """A ``scripts.io.VolumeError`` (bad input, a 422), recognised by name: MONAI Label unloads and re-imports the
+    bundle's ``scripts`` around its calls, so the class raised may be a newer copy than one imported earlier."""
+    return any(cls.__name__ == "VolumeError" for cls in type(error).__mro__)

@@ -12,27 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monailabel.utils.others.generic import strtobool
+
 from monailabel_app.lib.bundle import bundle_module
 
-__all__ = ["LABELS", "MODEL_NAME", "AppOptions", "parse_bool", "parse_size"]
+__all__ = ["ALIASES", "IGNORED", "LABELS", "MODEL_NAME", "SWITCHES", "AppOptions", "parse_bool", "parse_size"]
 
 MODEL_NAME = "mome"
 LABELS = {"lesion": 1}
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
 def parse_bool(value: Any) -> bool:
-    """A real ``bool`` (the bundle's ``initialize`` rejects the string ``"false"``)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
+    """A real ``bool`` (the bundle's ``initialize`` rejects the string ``"false"``), as MONAI Label spells them."""
+    try:
+        return bool(strtobool(value.strip() if isinstance(value, str) else value))
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"expected true or false, got {value!r}") from e
 
 
 def parse_size(value: Any) -> list[int]:
@@ -48,18 +42,39 @@ def parse_size(value: Any) -> list[int]:
     return sizes
 
 
+def parse_window(value: Any) -> list[int] | str:
+    """A sliding-window size as :func:`parse_size`, or ``none`` / ``whole``: one window over the whole image."""
+    if value is None or str(value).strip().lower() in ("none", "whole", "null"):
+        return "$None"  # a config expression: monai.bundle drops overrides whose value is None
+    return parse_size(value)
+
+
 #: Bundle knobs that both inference and fine-tuning take (the preprocessing must be the same in both).
 SHARED_KNOBS: dict[str, Callable[[Any], Any]] = {
     "spacing": float,
     "register": parse_bool,
     "patch_size": parse_size,
-    "sw_roi_size": parse_size,
+    "sw_roi_size": parse_window,
 }
 INFER_KNOBS: dict[str, Callable[[Any], Any]] = {"tta": parse_bool, "bf16": parse_bool, "overlap": float}
 TRAIN_KNOBS: dict[str, Callable[[Any], Any]] = {"batch_size": int, "learning_rate": float}
 
-#: Keys MONAI Label itself or its clients put into the conf; accepted and left alone.
-_FOREIGN = {"preload", "skip_scoring", "skip_strategies", "server_mode", "labels"}
+#: Switches the stock ``radiology`` / ``monaibundle`` apps take, honoured here the same way.
+SWITCHES = ("preload", "skip_trainers", "skip_strategies", "skip_scoring")
+#: Stock keys that name a Model Zoo download or a feature this app does not have: accepted, ignored, and logged.
+IGNORED = {
+    "zoo_source": "nothing is downloaded: the bundle is a local folder",
+    "zoo_repo": "nothing is downloaded: the bundle is a local folder",
+    "zoo_info": "nothing is downloaded: the bundle is a local folder",
+    "epistemic_enabled": "MoME's uncertainty is expert disagreement, always available (strategy 'uncertainty')",
+    "epistemic_samples": "expert disagreement needs one forward pass, not MC-dropout samples",
+    "epistemic_simulation_size": "expert disagreement needs one forward pass, not MC-dropout samples",
+    "tta_samples": "mirroring TTA has a fixed 8 passes (--conf tta true)",
+}
+#: Stock keys with a MoME meaning: the stock name -> the app's own option.
+ALIASES = {"epistemic_max_samples": "scoring_max_images", "tta_enabled": "tta"}
+#: Keys MONAI Label itself puts into the conf; left to it.
+_FOREIGN = {"server_mode", "labels", "auth_config"}
 
 
 @dataclass
@@ -77,6 +92,8 @@ class AppOptions:
     scoring_max_images: int = 8
     infer_overrides: dict[str, Any] = field(default_factory=dict)
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    switches: dict[str, bool] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
 
     @property
     def served_file(self) -> Path:
@@ -91,6 +108,9 @@ class AppOptions:
     def from_conf(cls, app_dir: str | Path, conf: Mapping[str, Any]) -> AppOptions:
         app_dir = Path(app_dir).resolve()
         conf = dict(conf or {})
+        for stock, ours in ALIASES.items():
+            if stock in conf:
+                conf.setdefault(ours, conf.pop(stock))
         models = [m.strip() for m in str(conf.pop("models", MODEL_NAME)).split(",") if m.strip()]
         if not models or any(m not in (MODEL_NAME, "all") for m in models):
             raise ValueError(f"this app serves one model, '{MODEL_NAME}'; got --conf models {','.join(models)!r}")
@@ -155,6 +175,9 @@ class AppOptions:
                 if name in conf:
                     target[name] = _parsed(name, conf.pop(name), parse)
 
+        for name in SWITCHES:
+            options.switches[name] = _parsed(name, conf.pop(name, "false"), parse_bool)
+        options.ignored = {k: IGNORED[k] for k in list(conf) if k in IGNORED and conf.pop(k) is not None}
         unknown = sorted(k for k in conf if k not in _FOREIGN)
         if unknown:
             raise ValueError(f"unknown --conf key(s) {', '.join(unknown)}; see monailabel_app/README.md")

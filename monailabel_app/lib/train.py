@@ -1,15 +1,15 @@
 """Fine-tuning MoME on the datastore's final labels: MONAI Label's ``BundleTrainTask`` run on ``train.json``.
 
-What the stock task gets wrong for this app, and is changed here:
+The stock task is built by its own ``__init__``; only narrow hooks change what this app needs:
 
-* it reads and writes ``<bundle>/models`` (weights) and, for multi-GPU, ``<bundle>/configs`` (a merged config):
-  here weights, training state, logs and any merged config go to the app's model folder;
-* ``pretrained=False`` crashes (``os.path.exists(None)``), and the checkpoint is loaded non-strictly;
-* the datalist has only image and label: here each item carries the image's modality when it is known, so its
-  expert is trained too (unknown modality: fused loss only, as in the bundle);
-* multi-GPU through ``torchrun`` ignores the exit code, so a failed run is reported DONE; multi-GPU is also
-  attempted on machines without two CUDA devices when forced. Here the exit code is checked, a run that saves no
-  model fails, and multi-process training needs two or more CUDA devices;
+* weights, training state, logs and the merged multi-GPU config go to the app's model folder, never the bundle
+  (``_update_overrides``; ``run_multi_gpu`` moves the config the stock task writes into ``<bundle>/configs``);
+* the served weights are loaded strictly, and ``pretrained=False`` does not crash (``_load_checkpoint``; the stock
+  one calls ``os.path.exists(None)``);
+* each datalist item carries the image's modality when it is known, so its expert is trained too (unknown
+  modality: fused loss only, as in the bundle) (``_fetch_datalist``);
+* a failed ``torchrun`` fails the request (the stock task ignores its exit code), forcing multi-GPU needs two CUDA
+  devices, and a run that saves no model fails (``run_multi_gpu``, ``__call__``);
 * the training config is re-read for every request, so one request's handlers never leak into the next.
 """
 
@@ -22,18 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import monai.bundle
 import torch
-from monai.bundle import ConfigParser
 from monai.data import partition_dataset
 from monai.handlers import CheckpointLoader
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
 
 from monailabel_app.lib.bundle import ServedWeights, bundle_module, served_weights
-from monailabel_app.lib.options import AppOptions
+from monailabel_app.lib.options import AppOptions, parse_bool
 
-__all__ = ["MoMETrainTask", "NoLabelsError", "modality_of"]
+__all__ = ["MoMETrainTask", "NoLabelsError", "modality_of", "multi_gpu_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +66,20 @@ def modality_of(image_path: str, info: dict[str, Any], bundle: Path) -> str | No
         return None
 
 
+def multi_gpu_options(request: dict[str, Any]) -> dict[str, bool]:
+    """``multi_gpu`` (off unless asked: the stock default is on) and ``force_multi_gpu``, which the stock task
+    honours even without GPUs; here forcing needs two or more CUDA devices, and says so otherwise."""
+    multi = parse_bool(request.get("multi_gpu", False))
+    force = parse_bool(request.get("force_multi_gpu", False))
+    if (multi or force) and torch.cuda.device_count() < 2:
+        logger.warning(
+            f"multi-GPU training needs two or more CUDA devices ({torch.cuda.device_count()} visible): "
+            "training in a single process instead"
+        )
+        multi = force = False
+    return {"multi_gpu": multi, "force_multi_gpu": force}
+
+
 class MoMETrainTask(BundleTrainTask):
     """Fine-tunes the served MoME (or trains from scratch when none exists) and writes ``<model_dir>/model.pt``.
 
@@ -78,11 +90,10 @@ class MoMETrainTask(BundleTrainTask):
     the inference task serves them from the next request on.
     """
 
-    def __init__(self, options: AppOptions) -> None:
+    def __init__(self, options: AppOptions, conf: dict[str, Any] | None = None) -> None:
         self.options = options
-        self._gpus: list[int] = []
         self._pretrained: ServedWeights | None = None
-        super().__init__(str(options.bundle), conf={}, const=BundleConstants(), load_strict=True)
+        super().__init__(str(options.bundle), conf=dict(conf or {}), const=BundleConstants(), load_strict=True)
         self.description = f"Fine-tune MoME on the datastore's final labels ({self.description})"
 
     # --- what clients see -------------------------------------------------------------------------------------
@@ -106,8 +117,7 @@ class MoMETrainTask(BundleTrainTask):
         # a client that sends no options gets the app's defaults, not the stock task's 50 epochs
         request["max_epochs"] = int(request.get("max_epochs") or self.options.epochs)
         request["val_split"] = float(request.get("val_split", self.options.val_split))
-        self._gpus = self._multi_gpu_devices(request)
-        request["multi_gpu"] = request["force_multi_gpu"] = False  # the stock branch would write into the bundle
+        request.update(multi_gpu_options(request))
         self._pretrained = self._pretrained_weights(request)
         self.options.model_dir.mkdir(parents=True, exist_ok=True)
         before = _stamp(self.options.served_file)
@@ -125,7 +135,7 @@ class MoMETrainTask(BundleTrainTask):
         }
 
     def _pretrained_weights(self, request: dict[str, Any]) -> ServedWeights | None:
-        if not _truthy(request.get("pretrained", True)):
+        if not parse_bool(request.get("pretrained", True)):
             logger.info("pretrained=false: training MoME from scratch")
             return None
         weights = served_weights(self.options.weight_candidates, self.options.bundle)
@@ -216,82 +226,21 @@ class MoMETrainTask(BundleTrainTask):
         return overrides
 
     # --- running it -----------------------------------------------------------------------------------------
-    def _multi_gpu_devices(self, request: dict[str, Any]) -> list[int]:
-        """GPU indices for a multi-process run, or ``[]`` for a single process (always without 2+ CUDA devices)."""
-        wanted = _truthy(request.get("multi_gpu", False)) or _truthy(request.get("force_multi_gpu", False))
-        if not wanted:
-            return []
-        count = torch.cuda.device_count()
-        gpus = request.get("gpus", "all")
-        gpus = list(range(count)) if gpus in (None, "", "all") else [int(g) for g in str(gpus).split(",")]
-        if count < 2 or len(gpus) < 2:
-            logger.warning(
-                f"multi-GPU training needs two or more CUDA devices ({count} visible, {len(gpus)} requested): "
-                "training in a single process instead"
-            )
-            return []
-        return gpus
-
-    def run_single_gpu(self, request: dict[str, Any], overrides: dict[str, Any]) -> None:
-        if self._gpus:
-            self.run_multi_process(request, overrides, self._gpus)
-            return
-        monai.bundle.run(
-            run_id=request.get("run_id", "run"),
-            meta_file=self.bundle_metadata_path,
-            config_file=self.bundle_config_path,
-            logging_file=_existing(self.options.bundle / "configs" / "logging.conf"),
-            **overrides,
-        )
-
-    def run_multi_process(self, request: dict[str, Any], overrides: dict[str, Any], gpus: list[int]) -> None:
-        """``torchrun`` with the bundle's ``multi_gpu_train.json`` overlay; the merged config is written to the
-        model folder, and a non-zero exit code fails the request."""
-        configs = self.options.bundle / "configs"
-        overlay = next((configs / c for c in self.const.multi_gpu_configs() if (configs / c).is_file()), None)
-        if overlay is None:
-            raise FileNotFoundError(f"multi-GPU training needs {configs}/multi_gpu_train.json")
-        parser = ConfigParser()
-        parser.read_config(self.bundle_config_path)
-        for key, value in overrides.items():
-            parser[key] = value
+    def run_multi_gpu(self, request: dict[str, Any], cmd: list[str], env: dict[str, str]) -> None:
+        """The stock ``torchrun`` command, with the merged config moved out of the bundle into the model folder,
+        the venv's Python instead of whatever ``torchrun`` is on ``PATH``, and its exit code checked."""
+        stock = Path(self.bundle_path) / "configs" / "monailabel_train.json"
         merged = self.options.model_dir / "train" / "monailabel_train.json"
         merged.parent.mkdir(parents=True, exist_ok=True)
-        ConfigParser.export_config_file(parser.get(), str(merged), indent=2)
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes=1",
-            f"--nproc_per_node={len(gpus)}",
-            "-m",
-            "monai.bundle",
-            "run",
-            request.get("run_id", "run"),
-            "--meta_file",
-            self.bundle_metadata_path,
-            "--config_file",
-            f"['{merged}','{overlay}']",
-        ]
-        if _existing(configs / "logging.conf"):
-            cmd += ["--logging_file", str(configs / "logging.conf")]
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), self.bundle_path) if p)
+        if stock.is_file():
+            os.replace(stock, merged)
+        cmd = [c.replace(str(stock), str(merged)) for c in cmd]
+        if cmd and Path(cmd[0]).name == "torchrun":
+            cmd = [sys.executable, "-m", "torch.distributed.run", *cmd[1:]]
         logger.info(f"multi-GPU training: {' '.join(cmd)}")
         code = subprocess.run(cmd, env=env, check=False).returncode
         if code != 0:
             raise RuntimeError(f"multi-GPU training failed (torchrun exit code {code})")
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
-
-
-def _existing(path: Path) -> str | None:
-    return str(path) if path.is_file() else None
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

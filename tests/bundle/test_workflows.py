@@ -38,6 +38,8 @@ def workflow(configs: list[str], workflow_type: str = "train", **override):
     from monai.bundle import ConfigWorkflow
 
     files = [str(BUNDLE / f) for f in config_files(configs)]
+    if "ckpt_dir" in override:  # TensorBoard and reports next to the weights, never into the bundle
+        override.setdefault("output_dir", str(Path(override["ckpt_dir"]) / "out"))
     return ConfigWorkflow(
         config_file=files,
         meta_file=str(CONFIGS / "metadata.json"),
@@ -135,7 +137,11 @@ def test_stage1_expert_hands_over_to_stage2(tiny_dataset: Path, tmp_path: Path) 
 
 def test_evaluate_writes_grouped_report(trained: Path, tiny_dataset: Path, tmp_path: Path) -> None:
     wf = workflow(
-        ["train.json", "evaluate.json"], dataset_dir=str(tiny_dataset), ckpt_dir=str(trained), output_dir=str(tmp_path)
+        ["train.json", "evaluate.json"],
+        dataset_dir=str(tiny_dataset),
+        ckpt_dir=str(trained),
+        output_dir=str(tmp_path),
+        save_predictions=True,
     )
     wf.initialize()
     assert not wf.check_properties()
@@ -143,6 +149,17 @@ def test_evaluate_writes_grouped_report(trained: Path, tiny_dataset: Path, tmp_p
     wf.finalize()
     with (tmp_path / "cases.csv").open() as f:
         rows = list(csv.DictReader(f))
+    # the same numbers from the prediction files (native grid) as from the evaluator: one evaluation path
+    from scripts.data.datalist import load
+    from scripts.evaluation import evaluate_folder, read_cases
+
+    items = load(tiny_dataset / "datalist.json", "test")
+    from_files = evaluate_folder(items, tmp_path / "predictions")
+    assert [round(c["dice"], 4) for c in from_files] == [float(r["dice"]) for r in rows]
+    assert [c["dice"] for c in read_cases(tmp_path / "cases.csv")] == [float(r["dice"]) for r in rows]
+    for image in items:
+        saved = tmp_path / "predictions" / Path(image["image"]).name.replace(".nii", "_seg.nii")
+        assert nib.load(saved).shape == nib.load(image["image"]).shape
     assert len(rows) == 3
     assert {r["dataset"] for r in rows} == {"BraTS2021", "ISLES2022", "ATLAS2"}
     assert {r["modality"] for r in rows} >= {"unknown"}

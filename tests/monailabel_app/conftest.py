@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from demo.commands import cpu_conf
+
 os.environ["MONAI_LABEL_RELOAD_APP_LIB"] = "false"
 os.environ.setdefault("MONAI_LABEL_AUTO_UPDATE_SCORING", "false")
 
@@ -23,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "monailabel_app"
 BUNDLE = ROOT / "bundle"
 
-#: CPU-sized knobs for the tiny volumes below: one 48^3 window covers a whole cropped volume.
-TINY_CONF = {"spacing": "2", "register": "false", "patch_size": "32", "sw_roi_size": "48", "epochs": "1"}
+#: The CPU overlay's knobs (one window over the whole image), training patches for the tiny volumes below.
+TINY_CONF = {**cpu_conf(), "patch_size": "32", "epochs": "1"}
 
 
 def write_case(folder: Path, name: str, seed: int, shape: tuple[int, int, int] = (40, 48, 40)) -> tuple[Path, Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from monailabel_app.lib.options import AppOptions
-from monailabel_app.lib.train import MoMETrainTask, modality_of
+from monailabel_app.lib.train import MoMETrainTask, modality_of, multi_gpu_options
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundle"
@@ -104,13 +105,15 @@ def test_overrides_keep_every_output_in_the_model_folder(task: MoMETrainTask, sm
     assert overrides["loss#expert_weight"] == 0.5 and overrides["progress_bar"] is False
 
 
-def test_multi_gpu_needs_two_cuda_devices(task: MoMETrainTask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multi_gpu_needs_two_cuda_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    assert task._multi_gpu_devices({"multi_gpu": True, "force_multi_gpu": True}) == []
+    assert multi_gpu_options({"multi_gpu": True, "force_multi_gpu": True}) == {
+        "multi_gpu": False,
+        "force_multi_gpu": False,
+    }
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert task._multi_gpu_devices({"multi_gpu": True}) == [0, 1]
-    assert task._multi_gpu_devices({"multi_gpu": True, "gpus": "1"}) == []
-    assert task._multi_gpu_devices({"multi_gpu": False}) == []
+    assert multi_gpu_options({"multi_gpu": "true"}) == {"multi_gpu": True, "force_multi_gpu": False}
+    assert multi_gpu_options({}) == {"multi_gpu": False, "force_multi_gpu": False}  # the stock default is on
 
 
 def test_a_failed_multi_gpu_run_fails_the_request(task: MoMETrainTask, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,10 +124,17 @@ def test_a_failed_multi_gpu_run_fails_the_request(task: MoMETrainTask, monkeypat
         return subprocess.CompletedProcess(cmd, returncode=1)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    with pytest.raises(RuntimeError, match="exit code 1"):
-        task.run_multi_process({}, {"epochs": 1, "ckpt_dir": str(task.options.model_dir)}, [0, 1])
+    stock = BUNDLE / "configs" / "monailabel_train.json"  # where the stock task writes the merged config
+    stock.write_text("{}")
+    try:
+        cmd = ["torchrun", "--nproc_per_node=2", "-m", "monai.bundle", "run", "--config_file", f"['{stock}']"]
+        with pytest.raises(RuntimeError, match="exit code 1"):
+            task.run_multi_gpu({}, cmd, {"CUDA_VISIBLE_DEVICES": "0,1"})
+    finally:
+        stock.unlink(missing_ok=True)
     cmd, env = calls[0]
     merged = task.options.model_dir / "train" / "monailabel_train.json"
-    assert merged.is_file() and str(merged) in " ".join(cmd)
-    assert "--nproc_per_node=2" in cmd and env["CUDA_VISIBLE_DEVICES"] == "0,1"
-    assert not (BUNDLE / "configs" / "monailabel_train.json").exists()  # where the stock task writes it
+    assert merged.is_file() and str(merged) in " ".join(cmd) and str(stock) not in " ".join(cmd)
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert not stock.exists()  # moved out of the bundle

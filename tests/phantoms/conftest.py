@@ -1,4 +1,5 @@
-"""One phantom tree (every profile, 1 subject, 2 mm, with QA) shared by all phantom tests: generating is slow."""
+"""The phantom tests read the one tree the whole test run shares (``phantom_root``: every profile, 2 subjects, 2 mm,
+with QA), generated once per test run."""
 
 from __future__ import annotations
 
@@ -7,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from phantoms import generate
-
 
 @pytest.fixture(scope="session")
-def phantom_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("phantoms") / "tree"
-    generate(out, subjects=1, spacing=2, seed=0, qa=True, workers=2)
-    return out
+def phantom_tree(phantom_root: Path) -> Path:
+    return phantom_root
 
 
 @pytest.fixture(scope="session")

@@ -53,9 +53,19 @@ def _files(root: Path, top: str) -> set[str]:
     return {str(p.relative_to(root)) for p in (root / top).rglob("*") if p.is_file()}
 
 
+def _layout_files(profile: str, index: int) -> set[str]:
+    p = get_profile(profile)
+    layout = p.layout(p, index)
+    return {*layout.files.values(), layout.sidecar, *layout.bids_json.values()}
+
+
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_tree_has_exactly_the_public_file_names(phantom_tree: Path, profile: str) -> None:
-    assert _files(phantom_tree, profile) == EXPECTED[profile]
+    # the first subject's names are written out by hand above; the tree's second subject follows the same layout
+    assert _layout_files(profile, 0) <= EXPECTED[profile]
+    site_files = {"atlas2": {"atlas2/ATLAS_2/Training/R002/dataset_description.json"}}  # subject 2 is at site 2
+    second = _layout_files(profile, 1) | site_files.get(profile, set())
+    assert _files(phantom_tree, profile) == EXPECTED[profile] | second
 
 
 def test_top_level_holds_only_profiles_manifest_and_qa(phantom_tree: Path) -> None:
@@ -88,16 +98,17 @@ def test_manifest_describes_every_subject(phantom_tree: Path, manifest: dict) ->
     allowed_types |= {"stroke_chronic"}
     for name, prof in manifest["profiles"].items():
         assert prof["modalities"] == list(get_profile(name).modalities)
-        (entry,) = prof["subjects"]
-        assert set(entry["images"]) == set(prof["modalities"]) and set(entry["images"]) <= set(MODALITIES)
-        assert entry["lesion_type"] in allowed_types and entry["lesion_type"] in prof["lesion_types"]
-        for rel in [*entry["images"].values(), entry["label"], entry["sidecar"], *entry["extra_images"].values()]:
-            assert (phantom_tree / rel).is_file(), rel
+        assert len(prof["subjects"]) == manifest["subjects_per_profile"]
+        for entry in prof["subjects"]:
+            assert set(entry["images"]) == set(prof["modalities"]) and set(entry["images"]) <= set(MODALITIES)
+            assert entry["lesion_type"] in allowed_types and entry["lesion_type"] in prof["lesion_types"]
+            for rel in [*entry["images"].values(), entry["label"], entry["sidecar"], *entry["extra_images"].values()]:
+                assert (phantom_tree / rel).is_file(), rel
 
 
 def test_nifti_geometry_dtypes_and_label_vocabulary(phantom_tree: Path, manifest: dict) -> None:
     for name, prof in manifest["profiles"].items():
-        (entry,) = prof["subjects"]
+        entry = prof["subjects"][0]
         label = nib.load(phantom_tree / entry["label"])
         assert label.get_data_dtype() == np.uint8
         values = set(np.unique(np.asarray(label.dataobj)).tolist())
@@ -119,7 +130,7 @@ def test_nifti_geometry_dtypes_and_label_vocabulary(phantom_tree: Path, manifest
 
 def test_sidecar_records_the_parameters_that_made_the_subject(phantom_tree: Path, manifest: dict) -> None:
     for name, prof in manifest["profiles"].items():
-        (entry,) = prof["subjects"]
+        entry = prof["subjects"][0]
         meta = json.loads((phantom_tree / entry["sidecar"]).read_text())
         assert meta["profile"] == name and meta["seed"] == 0 and meta["subject"] == entry["subject"]
         for modality in prof["modalities"]:

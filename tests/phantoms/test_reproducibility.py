@@ -20,7 +20,7 @@ def test_same_seed_gives_identical_files(phantom_tree: Path, manifest: dict, tmp
     profiles = ["isles2022", "msseg2016"]
     again = generate(tmp_path / "again", profiles=profiles, subjects=1, spacing=2, seed=0, workers=1)
     for name in profiles:
-        (a,), (b,) = manifest["profiles"][name]["subjects"], again["profiles"][name]["subjects"]
+        a, (b,) = manifest["profiles"][name]["subjects"][0], again["profiles"][name]["subjects"]
         assert a == b
         for rel in [*a["images"].values(), a["label"], *a["extra_images"].values()]:
             data_a, aff_a, hdr_a = _load(phantom_tree / rel)

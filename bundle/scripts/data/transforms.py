@@ -29,7 +29,7 @@ class LesionLabeld(MapTransform):
 
     An item may carry ``label_values``: the label values that count as lesion (e.g. ``[1]`` for MICCAI WMH 2017,
     where 2 is "other pathology"). Without it, every non-zero value is lesion (BraTS: whole tumour). The key is
-    removed so that items with and without it collate together.
+    removed so that items with and without it collate together; the values stay in the label's meta data.
     """
 
     def __init__(self, keys: KeysCollection = "label", values_key: str = "label_values", allow_missing_keys=True):
@@ -43,6 +43,8 @@ class LesionLabeld(MapTransform):
             label = d[key]
             lesion = torch.isin(label, torch.as_tensor(values, dtype=label.dtype)) if values else label > 0
             d[key] = lesion.to(torch.float32)
+            if hasattr(d[key], "meta"):  # evaluation reads the label file again, on its own grid
+                d[key].meta["lesion_values"] = ",".join(str(int(v)) for v in values or ())  # collates as text
         return d
 
 
