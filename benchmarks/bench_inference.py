@@ -202,8 +202,11 @@ def main(argv: list[str] | None = None) -> dict:
     if not native_bf16("cpu"):  # emulated bf16 is 30-90x slower: a figure for a mode nobody should use
         variants.remove("bf16")
         results["skipped"] = {"bf16": f"no native bf16 on this CPU ({cpu_capability()})"}
-    for name in variants:
-        r = _subprocess(name, preset, volume, patch, args.smoke, args.reference_full)
+    for name in variants:  # each in its own process for its own peak RSS (the smoke run: here, RSS meaningless)
+        if args.smoke:
+            r = run_variant(name, preset, volume, patch, True)
+        else:
+            r = _subprocess(name, preset, volume, patch, args.smoke, args.reference_full)
         results["variants"][name] = r
         print(
             f"{name:9s} {r['seconds']:9.1f} s (measured {r['measured_seconds']:.1f} s x {r['scaled_by']:g})   "

@@ -10,157 +10,29 @@ own ``MONAILabelClient``, stopped by its PID:
 
     python benchmarks/bench_monailabel.py [--smoke] [--reps 5] [--json OUT]
 
-The server helper :class:`LocalServer` is also what the app's integration test uses.
+The server is :class:`monailabel_app.local.LocalServer`, as in the app's integration test.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from demo.commands import cpu_conf
+from demo.studies import phantom_studies
+from monailabel_app.local import LocalServer, wait_for_training
 from scripts.atomic import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_DIR = ROOT / "monailabel_app"
-BUNDLE = ROOT / "bundle"
 
 #: CPU knobs for 2 mm phantoms: a whole cropped skull-stripped phantom (about 74 x 93 x 79) fits one window.
 PHANTOM_CONF = {**cpu_conf(), "patch_size": "32", "epochs": "1"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalServer:
-    """``monailabel start_server`` with the MoME app, bound to 127.0.0.1 on a free port, stopped by its PID.
-
-    The app folder is copied into ``work`` first, because ``start_server`` creates ``model/``, ``logs/`` and
-    ``bin/`` inside the app folder. Outbound HTTP(S) goes to a dead proxy, so a download attempt fails loudly.
-    """
-
-    def __init__(self, work: Path, studies: Path, conf: dict[str, str], env: dict[str, str] | None = None) -> None:
-        self.work = Path(work)
-        self.studies = Path(studies)
-        self.conf = {"models": "mome", "bundle": str(BUNDLE), **conf}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = self.work / "server.log"
-        self.env = env or {}
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180) -> float:
-        """Launch and wait until ``/info/`` answers 200; returns the seconds that took."""
-        app = self.work / "app"
-        if not app.exists():
-            shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("__pycache__", "model", "logs", "bin"))
-        cmd = [
-            sys.executable,
-            "-m",
-            "monailabel.main",
-            "start_server",
-            "--app",
-            str(app),
-            "--studies",
-            str(self.studies),
-        ]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        for key, value in self.conf.items():
-            cmd += ["--conf", key, value]
-        env = {
-            **os.environ,
-            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-            "HTTP_PROXY": "http://127.0.0.1:9",
-            "HTTPS_PROXY": "http://127.0.0.1:9",
-            "NO_PROXY": "127.0.0.1,localhost",
-            **self.env,
-        }
-        env.pop("MONAI_LABEL_RELOAD_APP_LIB", None)  # the server behaves as in production
-        start = time.perf_counter()
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.work)
-        while time.perf_counter() - start < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with code {self.process.returncode}:\n{self.tail()}")
-            if self.get("/info/")[0] == 200:
-                return time.perf_counter() - start
-            time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.tail()}")
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", path)
-            res = conn.getresponse()
-            return res.status, res.read()
-        except OSError:
-            return 0, b""
-        finally:
-            conn.close()
-
-    def stop(self) -> None:
-        """Terminate the server by its PID, and the task processes it started (training, scoring) by theirs;
-        kill whatever has not exited after 20 s."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        import psutil
-
-        children = psutil.Process(self.process.pid).children(recursive=True)
-        self.process.terminate()
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=20)
-        _, alive = psutil.wait_procs(children, timeout=20)
-        for child in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
-
-    def __enter__(self) -> LocalServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def phantom_studies(work: Path, subjects: int = 2) -> tuple[Path, dict[str, Path]]:
-    """A datastore of 2 mm BraTS-like phantoms named ``<subject>_<sequence>.nii.gz``; returns it and the labels."""
-    from phantoms import generate
-
-    out = work / "phantoms"
-    manifest = generate(out, profiles=["brats2021"], subjects=subjects, spacing=2, seed=0, workers=1)
-    studies = work / "studies"
-    studies.mkdir(parents=True)
-    labels = {}
-    for subject in manifest["profiles"]["brats2021"]["subjects"]:
-        for modality, rel in subject["images"].items():
-            name = f"{subject['subject']}_{modality.lower()}"
-            shutil.copy(out / rel, studies / f"{name}.nii.gz")
-            labels[name] = out / subject["label"]
-    return studies, labels
 
 
 def random_weights(path: Path) -> Path:
@@ -172,17 +44,6 @@ def random_weights(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": MoME("small").state_dict()}, path)
     return path
-
-
-def wait_for_training(client, timeout: float = 600) -> dict:
-    """Poll ``GET /train/`` until the latest task is DONE or ERROR."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = client.train_status()
-        if task.get("status") in ("DONE", "ERROR", "STOPPED"):
-            return task
-        time.sleep(0.5)
-    raise TimeoutError(f"training did not finish within {timeout} s")
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.report import write_report
 from scripts.atomic import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +101,6 @@ def main(argv: list[str] | None = None) -> None:
         run = time.strftime("%Y-%m-%d %H:%M:%S")
         for name in args.only:
             run_part(name, out, args.smoke, run)
-        from benchmarks.report import write_report
-
     if args.smoke:  # never overwrite the published numbers with smoke numbers
         write_report(out, out / "results.json", out / "BENCHMARKS.md", smoke=True)
     else:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from demo.commands import BUNDLE, bundle_command
+from demo.studies import studies_from_items
 
 ROOT = BUNDLE.parent
 
@@ -107,14 +108,6 @@ def _report(report: Path, summary: dict, steps: list[dict], held_out: dict, args
     for s in steps:
         lines.append(f"| {s['step']} | {s['seconds']} | `{s['command']}` |")
     (report / "REPORT.md").write_text("\n".join(lines) + "\n")
-
-
-def _studies(data: Path, test: list[dict], studies: Path) -> None:
-    """The held-out images as a MONAI Label studies folder, named ``<subject>_<sequence>`` (the app's convention)."""
-    studies.mkdir()
-    for item in test:
-        name = f"{item['subject']}_{(item['modality'] or 'unknown').lower()}.nii.gz"
-        shutil.copy(data / item["image"], studies / name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     _montage(image, prediction, data / held_out["label"], report / "held_out.png")
     summary = json.loads((report / "summary.json").read_text())
     _report(report, summary, steps, held_out, args)
-    _studies(data, test, out / "studies")
+    studies_from_items(test, data, out / "studies")
     print(f"\ndemo finished in {(time.monotonic() - started) / 60:.1f} min; report: {report / 'REPORT.md'}")
 
 

@@ -91,13 +91,22 @@ class MoMEInferTask(BundleInferTask):
         return parser
 
     def config_overrides(self) -> dict[str, Any]:
-        """Bundle knobs set by the app: its own folders (never the bundle's) and the ``--conf`` knobs."""
-        return {
+        """Bundle knobs set by the app: its own folders (never the bundle's), the ``--conf`` knobs, and the preset
+        of the weights served (so the stock constructor builds the network that will serve, not the default)."""
+        overrides = {
             "ckpt_dir": str(self.options.model_dir),
             "ckpt_path": str(self.options.served_file),
             "output_dir": str(self.options.model_dir / "predictions"),
             **self.options.infer_overrides,
         }
+        try:
+            weights = self.weights()
+        except ValueError:  # unusable weights: reported by info() and refused by infer()
+            weights = None
+        preset = weights.preset if weights else self.options.preset
+        if preset:
+            overrides["preset"] = preset
+        return overrides
 
     def _get_network(self, device: str, data: Any) -> torch.nn.Module:
         weights = self.weights()

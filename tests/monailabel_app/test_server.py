@@ -13,9 +13,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monailabel.client import MONAILabelClient
 
-from benchmarks.bench_monailabel import PHANTOM_CONF, LocalServer, phantom_studies, random_weights, wait_for_training
+from demo.commands import cpu_conf
+from demo.studies import phantom_studies
+from monailabel_app.local import LocalServer, wait_for_training
+from scripts.mome import MoME
 
 
 def _sha(path: Path) -> str:
@@ -29,9 +33,12 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
     for image in studies.glob("*.nii.gz"):
         if image.name[: -len(".nii.gz")] not in studies_kept:
             image.unlink()
-    weights = random_weights(tmp_path / "model" / "model.pt")
+    weights = tmp_path / "model" / "model.pt"
+    weights.parent.mkdir()
+    torch.save({"model": MoME("small").state_dict()}, weights)  # random small-preset weights
     # a large learning rate, so that one SGD step on one patch visibly changes a random network's output
-    conf = {**PHANTOM_CONF, "model_dir": str(weights.parent), "weights": "none", "learning_rate": "0.1"}
+    conf = {**cpu_conf(), "patch_size": "32", "epochs": "1"}
+    conf.update(model_dir=str(weights.parent), weights="none", learning_rate="0.1")
     server = LocalServer(tmp_path, studies, conf)
     server.start()
     try:
