@@ -56,6 +56,23 @@ def _workdir(keep: str | None) -> Iterator[Path]:
             yield Path(tmp)
 
 
+def info_latency_during_inference(server: LocalServer, client, image: str, interval: float = 0.2) -> list[float]:
+    """Seconds each ``GET /info/`` took while one ``POST /infer`` ran (a health check's view of the server)."""
+    import threading
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (client.infer("mome", image, {}), done.set()), daemon=True)
+    worker.start()
+    latencies = []
+    while not done.is_set():
+        t = time.perf_counter()
+        server.get("/info/")
+        latencies.append(time.perf_counter() - t)
+        time.sleep(interval)
+    worker.join()
+    return latencies
+
+
 def run(reps: int, smoke: bool, workdir: str | None = None) -> dict:
     from monailabel.client import MONAILabelClient
 
@@ -78,6 +95,7 @@ def run(reps: int, smoke: bool, workdir: str | None = None) -> dict:
                 label, _ = client.infer("mome", image, {})
                 infer_s.append(time.perf_counter() - t)
                 os.unlink(label)
+            info_s = info_latency_during_inference(server, client, image)
             for name in images[: 1 if smoke else 3]:
                 client.save_label(name, str(labels[name]), tag="final")
             busy.append(cpu_busy_fraction(1.0))
@@ -97,6 +115,11 @@ def run(reps: int, smoke: bool, workdir: str | None = None) -> dict:
         "infer_first_s": round(infer_s[0], 2),
         "infer_median_s": round(statistics.median(infer_s[1:]), 2),
         "infer_s": [round(t, 2) for t in infer_s],
+        "info_during_inference_s": {
+            "median": round(statistics.median(info_s), 3),
+            "max": round(max(info_s), 3),
+            "n": len(info_s),
+        },
         "train_images": 1 if smoke else 3,
         "train_turnaround_s": round(train_s, 2),
         "cpu_busy_before": [round(b, 2) for b in busy],

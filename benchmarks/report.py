@@ -313,7 +313,13 @@ def _monailabel(r: dict) -> list[str]:
         f"Small preset, 2 mm phantom, one window per image: server start {_f(r['server_start_s'], 1)} s; first "
         f"inference {_f(r['infer_first_s'], 1)} s (builds the network); inference median "
         f"{_f(r['infer_median_s'], 1)} s; train request (1 epoch on {r['train_images']} labelled images, until DONE) "
-        f"{_f(r['train_turnaround_s'], 1)} s.",
+        f"{_f(r['train_turnaround_s'], 1)} s."
+        + (
+            f" `GET /info/` while an inference runs: median {_f(r['info_during_inference_s']['median'], 3)} s, "
+            f"max {_f(r['info_during_inference_s']['max'], 3)} s ({r['info_during_inference_s']['n']} requests)."
+            if "info_during_inference_s" in r
+            else ""
+        ),
         "",
     ]
 

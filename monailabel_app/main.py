@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,19 @@ from monailabel_app.lib.errors import conflict, is_volume_error, not_found, unpr
 from monailabel_app.lib.infer import MoMEInferTask, how_to_get_weights
 from monailabel_app.lib.options import LABELS, MODEL_NAME, AppOptions
 from monailabel_app.lib.scoring import ExpertDisagreementScoring
+from monailabel_app.lib.server import check_id, remove_upload
+from monailabel_app.lib.server import install as install_server_hooks
 from monailabel_app.lib.strategy import Uncertainty
 from monailabel_app.lib.train import MoMETrainTask, NoLabelsError
 
 logger = logging.getLogger(__name__)
 
 SCORING_NAME = "expert_disagreement"
+
+
+def _is_upload(image: Any) -> bool:
+    """MONAI Label hands an uploaded image to the app as a temporary file it created."""
+    return isinstance(image, str) and Path(image).parent == Path(tempfile.gettempdir()) and Path(image).is_file()
 
 
 class _CurrentTask:
@@ -56,6 +64,7 @@ class _CurrentTask:
 class MoMEApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.options = AppOptions.from_conf(app_dir, conf)
+        install_server_hooks()
         for key, why in self.options.ignored.items():
             logger.info(f"--conf {key} ignored: {why}")
         self.scoring_method = ExpertDisagreementScoring(_CurrentTask(self), self.options.scoring_max_images)
@@ -129,12 +138,21 @@ class MoMEApp(MONAILabelApp):
 
     # --- requests: the app's checks before MONAI Label's handling ----------------------------------------------
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        upload = request.get("image") if _is_upload(request.get("image")) else None
+        try:
+            return self._infer(request, datastore, upload)
+        except Exception:
+            remove_upload(upload)  # MONAI Label deletes the uploaded copy only after a successful request
+            raise
+
+    def _infer(self, request: dict[str, Any], datastore: Datastore | None, upload: str | None) -> dict[str, Any]:
         model = request.get("model")
         if model not in self._infers:
             raise not_found(f"unknown model {model!r}; this server serves {', '.join(self._infers)}")
         image = request.get("image")
         if isinstance(image, str):
-            path = image if Path(image).exists() else (datastore or self.datastore()).get_image_uri(image)
+            # an uploaded file arrives as MONAI Label's temporary copy; anything else must be a datastore id
+            path = image if upload else (datastore or self.datastore()).get_image_uri(check_id(image))
             if not path:
                 raise not_found(f"image {image!r} is not in the datastore")
             if Path(path).is_file():

@@ -17,6 +17,7 @@ from monai.networks.utils import copy_model_state
 from torch import nn
 
 from scripts.atomic import save_torch
+from scripts.errors import InputError
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -157,7 +158,7 @@ class BestModel:
         return {
             "best_metric": float(state.best_metric),
             "best_metric_epoch": int(state.best_metric_epoch),
-            "saved": self.checkpoint.state_dict() if self.checkpoint is not None else {"saved": []},
+            "saved": self.checkpoint.state_dict() if self.checkpoint is not None else {"_saved": []},
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -183,18 +184,18 @@ class ResumeLoader(CheckpointLoader):
     def __call__(self, engine: Engine) -> None:
         path = Path(self.load_path)
         if not path.is_file():
-            raise FileNotFoundError(f"resume requested but there is no training checkpoint at {path}")
+            raise InputError(f"resume requested but there is no training checkpoint at {path}")
         try:
             keys = set(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as e:
-            raise ValueError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
+            raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
         missing = sorted(set(self.load_dict) - keys)
         if missing:
-            raise KeyError(f"{path} lacks {missing}: not a training checkpoint of this bundle")
+            raise InputError(f"{path} lacks {missing}: not a training checkpoint of this bundle")
         max_epochs = engine.state.max_epochs
         super().__call__(engine)
         if engine.state.epoch >= max_epochs:
-            raise ValueError(f"{path} is at epoch {engine.state.epoch}; raise `epochs` above it to continue")
+            raise InputError(f"{path} is at epoch {engine.state.epoch}; raise `epochs` above it to continue")
         logger.info(f"resumed from {path} at epoch {engine.state.epoch}")
 
 
@@ -219,10 +220,10 @@ def load_expert_weights(network: nn.Module, folder: str | os.PathLike) -> list[s
         expected = [key for key in merged if key.startswith(prefix)]
         if sorted(updated) != sorted(expected) or len(state) != len(expected):
             wrong = sorted(set(expected) - set(updated))[:5] or sorted(set(state) - {k[len(prefix) :] for k in updated})
-            raise ValueError(f"{path} does not fit the {modality} expert of this network: mismatched keys {wrong}")
+            raise InputError(f"{path} does not fit the {modality} expert of this network: mismatched keys {wrong}")
         model.load_state_dict(merged, strict=True)
         loaded.append(modality)
     if not loaded:
-        raise FileNotFoundError(f"experts_from={folder}: no expert_<modality>.pt files for {model.modalities}")
+        raise InputError(f"experts_from={folder}: no expert_<modality>.pt files for {model.modalities}")
     logger.info(f"experts initialised from stage 1: {', '.join(loaded)}")
     return loaded

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from monai.inferers import Inferer, SlidingWindowInferer
 
+from scripts.errors import InputError
 from scripts.io import SUFFIXES, check_image, has_image_suffix
 from scripts.precision import BF16_CHOICES, bf16_autocast
 
@@ -65,7 +66,7 @@ class MirroredSlidingWindowInferer(Inferer):
         self.window_kwargs = {"sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode}
         self.mirror_axes = tuple(int(a) for a in mirror_axes)
         if bf16 not in BF16_CHOICES:
-            raise ValueError(f"--bf16 must be True, False or force, got {bf16!r}")
+            raise InputError(f"--bf16 must be True, False or force, got {bf16!r}")
         self.bf16 = bf16
         self.divisor = int(divisor)
         self.network_kwargs = network_kwargs
@@ -110,12 +111,12 @@ def list_images(inputs: str | Sequence[str]) -> list[dict]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and has_image_suffix(p))
             if not found:
-                raise FileNotFoundError(f"no images ({', '.join(SUFFIXES)}) in folder {path}")
+                raise InputError(f"no images ({', '.join(SUFFIXES)}) in folder {path}")
             files += found
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"input image or folder not found: {path}")
+            raise InputError(f"input image or folder not found: {path}")
     for path in files:
         check_image(path)
     return [{"image": str(p)} for p in files]
@@ -123,7 +124,7 @@ def list_images(inputs: str | Sequence[str]) -> list[dict]:
 
 def missing_weights(path: str | Path) -> None:
     """Stop with a message that says how to get weights (the bundle ships none)."""
-    raise FileNotFoundError(
+    raise InputError(
         f"no trained weights at {path}. Train first (python -m monai.bundle run --config_file configs/train.json "
         "--dataset_dir DIR), convert the official release (python -m scripts.convert_official --src DIR), "
         "or point --ckpt_path at a model.pt"

@@ -20,6 +20,8 @@ from monai.config import KeysCollection
 from monai.transforms import LoadImaged
 from monai.utils import ensure_tuple
 
+from scripts.errors import InputError
+
 __all__ = [
     "MAX_AXIS",
     "MAX_VOXELS",
@@ -31,6 +33,7 @@ __all__ = [
     "check_header",
     "check_image",
     "check_label",
+    "check_pair",
     "has_image_suffix",
     "read_header",
     "read_volume",
@@ -48,7 +51,7 @@ AFFINE_TOLERANCE = 1e-3
 _NIFTI = (".nii", ".nii.gz")
 
 
-class VolumeError(ValueError):
+class VolumeError(InputError):
     """A file the bundle cannot use; the message names the file and says what was expected."""
 
 
@@ -81,6 +84,14 @@ def strip_suffix(name: str | Path) -> str:
     return name
 
 
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: " + " ".join(str(error).split())
+
+
+def _matrix(affine: np.ndarray) -> str:
+    return str(np.round(np.asarray(affine, float)[:3], 3).tolist())
+
+
 def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
     """Drop trailing singleton axes past the third (a ``(x, y, z, 1)`` NIfTI is one 3D volume)."""
     shape = tuple(int(s) for s in shape)
@@ -108,6 +119,11 @@ def _nifti_header(path: Path) -> VolumeInfo:
     img = nib.load(path)
     header = img.header
     zooms = tuple(float(z) for z in header.get_zooms()[:3])
+    if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+        # nibabel silently turns zero voxel sizes into 1 mm; read what the file says
+        with nib.openers.ImageOpener(path) as f:
+            raw = type(header).from_fileobj(f, check=False)
+        zooms = tuple(float(z) for z in raw["pixdim"][1:4])
     return VolumeInfo(path, _squeeze(img.shape), np.asarray(img.affine, float), zooms, str(header.get_data_dtype()))
 
 
@@ -145,7 +161,7 @@ def read_header(path: str | Path) -> VolumeInfo:
     except VolumeError:
         raise
     except Exception as e:  # nibabel, gzip and ITK raise many different types for a damaged file
-        raise VolumeError(f"{path.name}: cannot be read as an image ({type(e).__name__}: {e})") from e
+        raise VolumeError(f"{path.name}: cannot be read as an image ({_one_line(e)})") from e
 
 
 def check_header(info: VolumeInfo, what: str = "image") -> VolumeInfo:
@@ -171,7 +187,7 @@ def check_header(info: VolumeInfo, what: str = "image") -> VolumeInfo:
     if len(spacing) < 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise VolumeError(f"{name}: voxel sizes {tuple(spacing)} mm; expected three positive sizes")
     if not np.isfinite(info.affine).all() or abs(np.linalg.det(info.affine[:3, :3])) < 1e-12:
-        raise VolumeError(f"{name}: the voxel-to-world matrix is not invertible:\n{np.round(info.affine, 4)}")
+        raise VolumeError(f"{name}: the voxel-to-world matrix is not invertible: {_matrix(info.affine)}")
     return info
 
 
@@ -188,7 +204,7 @@ def read_volume(path: str | Path) -> tuple[VolumeInfo, np.ndarray]:
 
             array = np.asarray(itk.array_view_from_image(itk.imread(str(info.path)))).transpose()
     except Exception as e:
-        raise VolumeError(f"{info.name}: cannot be read as an image ({type(e).__name__}: {e})") from e
+        raise VolumeError(f"{info.name}: cannot be read as an image ({_one_line(e)})") from e
     return info, array.reshape(info.shape) if array.size == math.prod(info.shape) else array
 
 
@@ -230,15 +246,28 @@ def check_label(
             expected = sorted({0, *values})
             raise VolumeError(f"{info.name}: label values {extra} are not labels of this model; expected {expected}")
     if image is not None:
-        ref = image if isinstance(image, VolumeInfo) else read_header(image)
-        if info.shape != ref.shape:
-            raise VolumeError(f"{info.name}: label shape {info.shape} does not match the image {ref.name} {ref.shape}")
-        if not np.allclose(info.affine, ref.affine, atol=AFFINE_TOLERANCE):
-            raise VolumeError(
-                f"{info.name}: the label is not on the grid of its image {ref.name} (same shape, other position or "
-                f"orientation)\nimage:\n{np.round(ref.affine, 4)}\nlabel:\n{np.round(info.affine, 4)}"
-            )
+        _same_grid(info, image if isinstance(image, VolumeInfo) else read_header(image))
     return info
+
+
+def check_pair(image: str | Path, label: str | Path | None = None) -> VolumeInfo:
+    """Without reading voxels: the image is a usable 3D volume and its label (if any) is on the same grid."""
+    info = check_header(read_header(image))
+    if label is not None:
+        linfo = check_header(read_header(label), what="label")
+        _same_grid(linfo, info)
+    return info
+
+
+def _same_grid(label: VolumeInfo, image: VolumeInfo) -> None:
+    if label.shape != image.shape:
+        shapes = f"label shape {label.shape} does not match the image {image.name} {image.shape}"
+        raise VolumeError(f"{label.name}: {shapes}")
+    if not np.allclose(label.affine, image.affine, atol=AFFINE_TOLERANCE):
+        raise VolumeError(
+            f"{label.name}: the label is not on the grid of its image {image.name} (same shape, other position or "
+            f"orientation): image {_matrix(image.affine)}, label {_matrix(label.affine)}"
+        )
 
 
 class LoadVolumed(LoadImaged):
@@ -265,7 +294,7 @@ class LoadVolumed(LoadImaged):
             raise
         except Exception as e:  # a damaged file raises whatever its reader raises
             names = ", ".join(str(Path(str(data[k])).name) for k in self.key_iterator(dict(data)))
-            raise VolumeError(f"{names}: cannot be read as an image ({type(e).__name__}: {e})") from e
+            raise VolumeError(f"{names}: cannot be read as an image ({_one_line(e)})") from e
         for key in self.check_keys:
             if key in d:
                 _check_loaded(d[key], key)

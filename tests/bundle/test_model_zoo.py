@@ -26,6 +26,17 @@ def test_verify_metadata_offline() -> None:
     assert "metadata is verified with no error" in result.stdout + result.stderr
 
 
+def test_verify_net_in_out_as_the_zoo_runs_it() -> None:
+    """The Model Zoo's CI calls verify_net_in_out with its defaults (n = p = 1, the config's default preset): the
+    metadata's spatial shape must then be a size the network takes."""
+    result = _bundle_cli(
+        "verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
+        "--config_file", "configs/inference.json", "--bundle_root", str(BUNDLE),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "data shape of network is verified with no error" in result.stdout + result.stderr
+
+
 def test_verify_net_in_out() -> None:
     result = _bundle_cli(
         "verify_net_in_out",

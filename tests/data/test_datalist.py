@@ -14,6 +14,7 @@ import pytest
 
 from scripts.data import converters
 from scripts.data.datalist import PHANTOM_FOLDERS, load, main, split
+from scripts.errors import InputError
 
 
 def _run(args: list[str]) -> dict:
@@ -185,15 +186,20 @@ def test_csv_and_nnunet_folder_forms(phantom_root, tmp_path) -> None:
 
 
 def test_load_errors_name_the_file(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
+    with pytest.raises(InputError, match="dataset folder not found"):
         load(tmp_path / "missing" / "datalist.json")
-    with pytest.raises(FileNotFoundError, match="datalist not found"):
+    with pytest.raises(InputError, match="datalist not found"):
         load(tmp_path / "datalist.json")
     (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "a.nii.gz"}]}))
-    with pytest.raises(KeyError, match="item 0 of 'training' has no 'label'"):
+    with pytest.raises(InputError, match="item 0 of 'training' has no 'label'"):
         load(tmp_path / "datalist.json")
-    with pytest.raises(KeyError, match="no 'validation' list"):
+    with pytest.raises(InputError, match="no 'validation' list"):
         load(tmp_path / "datalist.json", "validation")
+    # a hand-edited datalist: checked from the headers before anything is loaded or cached
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}))
+    with pytest.raises(InputError, match="a.nii.gz: no such file"):
+        load(tmp_path / "datalist.json")
+    assert load(tmp_path / "datalist.json", check=False)[0]["image"].endswith("a.nii.gz")
 
 
 def test_phantom_folder_map_covers_every_profile() -> None:

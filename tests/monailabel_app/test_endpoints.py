@@ -46,7 +46,7 @@ def test_without_weights_info_says_so_and_infer_is_409(studies, tmp_path, client
         assert "expert_disagreement" in info["scoring"]
 
         res = client.post("/infer/mome?image=case0_flair")
-        assert res.status_code == 409
+        assert res.status_code == 409, res.text
         assert "POST /train/mome" in res.json()["detail"]
 
         # the uncertainty strategy still hands out images, and says why it could not rank them

@@ -8,6 +8,8 @@ PID. Data: 2 mm BraTS-like phantoms; weights: random small preset.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -56,6 +58,15 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
         before = np.asarray(nib.load(before_file).dataobj)
         image = nib.load(studies / f"{image_id}.nii.gz")
         assert before.shape == image.shape and np.allclose(nib.load(before_file).affine, image.affine, atol=1e-4)
+
+        # the server answers while it infers: /info/ comes back before the inference started before it ends
+        worker = threading.Thread(target=lambda: finished.append(client.infer("mome", image_id, {})))
+        finished: list = []
+        worker.start()
+        time.sleep(0.5)  # the inference is under way
+        assert server.get("/info/")[0] == 200 and not finished
+        worker.join()
+        assert finished
 
         saved = client.save_label(image_id, str(labels[image_id]), tag="final")
         assert saved["label"] == image_id

@@ -25,7 +25,8 @@ from pathlib import Path
 from scripts.atomic import save_json
 from scripts.data.converters import CONVERTERS, Item
 from scripts.data.modality import canonical_modality
-from scripts.io import check_image, check_label
+from scripts.errors import InputError
+from scripts.io import check_image, check_label, check_pair
 
 __all__ = ["PHANTOM_FOLDERS", "build", "check_item", "load", "main", "split"]
 
@@ -97,39 +98,51 @@ def build(sources: dict[str, list[str]], wmh_other: str = "background", workers:
 
 
 def load(
-    path: str | os.PathLike, split: str = "training", labels: bool = True, modality: str | None = None
+    path: str | os.PathLike,
+    split: str = "training",
+    labels: bool = True,
+    modality: str | None = None,
+    check: bool = True,
+    workers: int = 4,
 ) -> list[Item]:
     """One split of a datalist, paths made absolute against the datalist's folder (what the configs call).
 
     Items without ``modality`` are allowed (unknown modality); items without ``image`` (or ``label`` when
     ``labels``) are errors naming the datalist and the item. ``modality`` keeps only that modality's images
-    (stage-1 expert training).
+    (stage-1 expert training). With ``check`` every item's files are checked from their headers (exist, readable,
+    3D, label on the image's grid) and its modality name is checked, before any data is loaded or cached: a
+    datalist edited by hand fails here with the file's name, not in a data-loader worker.
     """
     from monai.data import load_decathlon_datalist
 
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(
+        raise InputError(
             f"dataset folder not found: {path.parent} (set --dataset_dir to the folder holding datalist.json)"
         )
     if not path.is_file():
-        raise FileNotFoundError(f"datalist not found: {path} (make one with `python -m scripts.data.datalist`)")
+        raise InputError(f"datalist not found: {path} (make one with `python -m scripts.data.datalist`)")
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise InputError(f"{path}: not valid JSON ({e})") from e
     if split not in content:
-        raise KeyError(f"{path}: no '{split}' list; found keys {sorted(content)}")
+        raise InputError(f"{path}: no '{split}' list; found keys {sorted(content)}")
     for n, item in enumerate(content[split]):
         for key in ("image", "label") if labels else ("image",):
             if key not in item:
-                raise KeyError(f"{path}: item {n} of '{split}' has no '{key}': {item}")
+                raise InputError(f"{path}: item {n} of '{split}' has no '{key}': {item}")
     items = load_decathlon_datalist(path, is_segmentation=labels, data_list_key=split, base_dir=path.parent)
+    if check:
+        for item in items:
+            canonical_modality(item.get("modality"), where=f"{path} ({item['image']})")
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(lambda i: check_pair(i["image"], i.get("label") if labels else None), items))
     if modality is not None:
         wanted = canonical_modality(modality, where="the modality filter")
         items = [i for i in items if canonical_modality(i.get("modality"), where=str(path)) == wanted]
         if not items and split == "training":
-            raise ValueError(f"{path}: no '{split}' images of modality {wanted}")
+            raise InputError(f"{path}: no '{split}' images of modality {wanted}")
     return items
 
 

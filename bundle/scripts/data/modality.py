@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from scripts.errors import InputError
 from scripts.mome import MODALITIES
 
 __all__ = ["MODALITIES", "UNKNOWN", "canonical_modality", "modality_index"]
@@ -32,7 +33,7 @@ def canonical_modality(name: str | None, where: str = "") -> str | None:
     key = str(name).strip().lower()
     if key not in _LOOKUP:
         at = f" in {where}" if where else ""
-        raise ValueError(
+        raise InputError(
             f"unknown modality {name!r}{at}; expected one of {', '.join(MODALITIES)} (or a synonym such as "
             f"t1ce, t2f, T1w), or 'unknown'"
         )
