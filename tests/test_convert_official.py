@@ -1,40 +1,60 @@
+"""The official release (six nnU-Net checkpoints + plans + dataset.json) converts to a self-describing model.pt that
+computes the published fusion; anything the bundle cannot reproduce is refused with every difference, nothing
+written."""
+
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from scripts.convert_official import main
+from demo.official import write_release
+from scripts.convert_official import load_nnunet_weights, main
+from scripts.errors import InputError
 from scripts.mome import MoME, build_unet
+from scripts.record import KEY, read
 
 
-def _official_release(folder: Path) -> tuple[list, object]:
-    """Six stock PlainConvUNets with random weights, saved as the reference implementation saves them."""
-    experts = []
-    for k in range(5):
-        torch.manual_seed(100 + k)
-        net = build_unet(1, 2, "small")
+def _experts_and_gate(folder: Path) -> tuple[list, torch.nn.Module]:
+    nets = []
+    files = [(f"checkpoint_best{k + 1}.pth", 1, 2) for k in range(5)] + [("checkpoint_best.pth", 41, 10)]
+    for name, cin, cout in files:
+        net = build_unet(cin, cout, "small")
+        net.load_state_dict(load_nnunet_weights(folder / name))
         net.decoder.deep_supervision = False
-        experts.append(net)
-        prefix = "module." if k == 2 else ""  # a DDP-trained checkpoint
-        weights = {prefix + key: v for key, v in net.state_dict().items()}
-        torch.save(
-            {"network_weights": weights, "trainer_name": "nnUNetTrainer"}, folder / f"checkpoint_best{k + 1}.pth"
-        )
-    torch.manual_seed(7)
-    gate = build_unet(1 + 5 * 8, 10, "small")
-    gate.decoder.deep_supervision = False
-    torch.save({"network_weights": gate.state_dict(), "current_epoch": 799}, folder / "checkpoint_best.pth")
-    return experts, gate
+        nets.append(net.eval())
+    return nets[:5], nets[5]
 
 
-def test_converted_model_equals_published_fusion(tmp_path: Path) -> None:
-    experts, gate = _official_release(tmp_path)
+def _refused(folder: Path, capsys, *words: str) -> None:
+    out = folder / "m.pt"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--src", str(folder), "--out", str(out), "--preset", "small"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and not out.exists()
+    for word in words:
+        assert word in err, err
+
+
+def test_converted_model_equals_published_fusion_and_describes_itself(tmp_path: Path) -> None:
+    write_release(tmp_path, "small")
+    ckpt = torch.load(tmp_path / "checkpoint_best3.pth", weights_only=False)  # a DDP-trained expert
+    ckpt["network_weights"] = {"module." + k: v for k, v in ckpt["network_weights"].items()}
+    torch.save(ckpt, tmp_path / "checkpoint_best3.pth")
+    experts, gate = _experts_and_gate(tmp_path)
     out = tmp_path / "model.pt"
     main(["--src", str(tmp_path), "--out", str(out), "--preset", "small"])
+    saved = torch.load(out, weights_only=True)
+    assert set(saved) == {"model", KEY}
+    assert read(out) == {
+        "network": "MoME", "preset": "small", "modalities": ["T1", "T1c", "T2", "FLAIR", "DWI"], "num_classes": 2,
+        "gate_activation": None, "spacing": 1.0, "register": True, "normalization": "box",
+        "patch_size": [128, 128, 128],
+    }  # fmt: skip
     model = MoME("small")
-    model.load_state_dict(torch.load(out, weights_only=True)["model"], strict=True)
+    model.load_state_dict(saved["model"], strict=True)
     model.eval()
     x = torch.randn(1, 1, 32, 32, 32)
     with torch.no_grad():
@@ -44,22 +64,40 @@ def test_converted_model_equals_published_fusion(tmp_path: Path) -> None:
         torch.testing.assert_close(model(x), expected, rtol=1e-3, atol=2e-4)
 
 
-def test_missing_expert_file_is_named(tmp_path: Path) -> None:
-    _official_release(tmp_path)
+def test_missing_expert_file_is_named(tmp_path: Path, capsys) -> None:
+    write_release(tmp_path, "small")
     (tmp_path / "checkpoint_best4.pth").unlink()
-    with pytest.raises(FileNotFoundError, match="checkpoint_best4.pth"):
-        main(["--src", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--preset", "small"])
-    assert not (tmp_path / "m.pt").exists()
+    _refused(tmp_path, capsys, "checkpoint_best4.pth")
+
+
+def test_a_checkpoint_of_another_architecture_is_named(tmp_path: Path, capsys) -> None:
+    write_release(tmp_path, "small")
+    torch.save({"network_weights": build_unet(1, 3, "small").state_dict()}, tmp_path / "checkpoint_best2.pth")
+    _refused(tmp_path, capsys, "checkpoint_best2.pth", "shape mismatch")
 
 
 def test_wrong_preset_is_an_error_naming_the_file(tmp_path: Path) -> None:
-    _official_release(tmp_path)
-    with pytest.raises(ValueError, match="checkpoint_best.pth does not fit the 'paper' preset"):
-        main(["--src", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--preset", "paper"])
+    write_release(tmp_path, "small", plans_files=False)
+    with pytest.raises(InputError, match="checkpoint_best.pth does not fit the 'paper' preset"):
+        from scripts.convert_official import convert
+
+        convert(tmp_path, preset="paper")
 
 
-def test_not_an_nnunet_checkpoint(tmp_path: Path) -> None:
-    _official_release(tmp_path)
+def test_not_an_nnunet_checkpoint(tmp_path: Path, capsys) -> None:
+    write_release(tmp_path, "small")
     torch.save({"state_dict": {}}, tmp_path / "checkpoint_best2.pth")
-    with pytest.raises(ValueError, match="checkpoint_best2.pth: expected an nnU-Net checkpoint"):
-        main(["--src", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--preset", "small"])
+    _refused(tmp_path, capsys, "checkpoint_best2.pth: expected an nnU-Net checkpoint")
+
+
+def test_a_plan_the_bundle_cannot_reproduce_lists_every_difference(tmp_path: Path, capsys) -> None:
+    write_release(tmp_path, "small")
+    plans = json.loads((tmp_path / "plans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    config["patch_size"] = [96, 160, 96]
+    config["use_mask_for_norm"] = [True]
+    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    dataset = json.loads((tmp_path / "dataset.json").read_text())
+    dataset["labels"]["oedema"] = 2
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset))
+    _refused(tmp_path, capsys, "patch_size [96, 160, 96]", "use_mask_for_norm [True]", "2 classes")

@@ -188,7 +188,8 @@ class ResumeLoader(CheckpointLoader):
         try:
             keys = set(torch.load(path, map_location="cpu", weights_only=True))
         except Exception as e:
-            raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from e
+            why = " ".join(str(e).split())[:300]
+            raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {why})") from e
         missing = sorted(set(self.load_dict) - keys)
         if missing:
             raise InputError(f"{path} lacks {missing}: not a training checkpoint of this bundle")

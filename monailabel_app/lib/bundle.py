@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -19,7 +19,7 @@ import torch
 __all__ = ["ServedWeights", "bundle_module", "load_state_dict", "served_weights"]
 
 _lock = threading.Lock()
-_presets: dict[tuple[str, str], str] = {}
+_records: dict[tuple[str, str], dict] = {}
 
 
 def bundle_module(bundle: Path, name: str) -> ModuleType:
@@ -41,11 +41,13 @@ def bundle_module(bundle: Path, name: str) -> ModuleType:
 
 @dataclass(frozen=True)
 class ServedWeights:
-    """The weights file that answers requests now. ``version`` changes whenever training replaces the file."""
+    """The weights file that answers requests now. ``version`` changes whenever training replaces the file;
+    ``record`` is what the file says about itself (``scripts.record``: preset, spacing, registration, ...)."""
 
     path: Path
     version: str
     preset: str
+    record: dict = field(default_factory=dict)
 
 
 def load_state_dict(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
@@ -61,10 +63,11 @@ def load_state_dict(path: Path, map_location: str | torch.device = "cpu", mmap: 
 
 
 def served_weights(candidates: list[Path | None], bundle: Path) -> ServedWeights | None:
-    """The first existing file among ``candidates``, with its version and MoME preset; ``None`` if there is none.
+    """The first existing file among ``candidates``, with its version and record; ``None`` if there is none.
 
-    The preset is read from the tensor shapes (``scripts.mome.preset_of``) once per file version; the file is
-    memory-mapped for that, so asking is cheap even for the 187 M-parameter paper network.
+    The record is read once per file version (``scripts.record.read``: the file's own record, or for an older file
+    the preset from its tensor shapes); the file is memory-mapped for that, so asking is cheap even for the
+    187 M-parameter paper network.
     """
     for path in candidates:
         if path is None or not path.is_file():
@@ -73,14 +76,15 @@ def served_weights(candidates: list[Path | None], bundle: Path) -> ServedWeights
         version = f"{stat.st_mtime_ns}-{stat.st_size}"
         key = (str(path), version)
         with _lock:
-            preset = _presets.get(key)
-        if preset is None:
-            state = load_state_dict(path, mmap=True)
+            record = _records.get(key)
+        if record is None:
             try:
-                preset = bundle_module(bundle, "scripts.mome").preset_of(state)
-            except ValueError as e:
-                raise ValueError(f"{path}: {e}") from e
+                record = bundle_module(bundle, "scripts.record").read(path) or {}
+            except ValueError as e:  # InputError: not a readable weights file
+                raise ValueError(str(e)) from e
+            if "preset" not in record:
+                raise ValueError(f"{path}: state dict matches no MoME preset")
             with _lock:
-                _presets[key] = preset
-        return ServedWeights(path=path, version=version, preset=preset)
+                _records[key] = record
+        return ServedWeights(path=path, version=version, preset=record["preset"], record=dict(record))
     return None

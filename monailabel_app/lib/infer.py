@@ -79,6 +79,7 @@ class MoMEInferTask(BundleInferTask):
         )
         if not self.valid:
             return
+        self.check_conf()
         # BasicInferTask serves the last existing path of this list: the app's own file wins over the fallback
         self.path = [str(p) for p in reversed(options.weight_candidates) if p is not None]
         self._config.pop("model_filename", None)  # the stock choice among <bundle>/models/*.pt; one file is served
@@ -93,20 +94,39 @@ class MoMEInferTask(BundleInferTask):
     def config_overrides(self) -> dict[str, Any]:
         """Bundle knobs set by the app: its own folders (never the bundle's), the ``--conf`` knobs, and the preset
         of the weights served (so the stock constructor builds the network that will serve, not the default)."""
-        overrides = {
-            "ckpt_dir": str(self.options.model_dir),
-            "ckpt_path": str(self.options.served_file),
-            "output_dir": str(self.options.model_dir / "predictions"),
-            **self.options.infer_overrides,
-        }
         try:
             weights = self.weights()
         except ValueError:  # unusable weights: reported by info() and refused by infer()
             weights = None
+        overrides = {
+            "ckpt_dir": str(self.options.model_dir),
+            # the file served: inference.json takes preset, spacing, registration, normalisation from its record
+            "ckpt_path": str(weights.path if weights else self.options.served_file),
+            "weights_record": weights.record if weights else None,  # read once per file version, not per parse
+            "output_dir": str(self.options.model_dir / "predictions"),
+            **self.options.infer_overrides,
+        }
         preset = weights.preset if weights else self.options.preset
         if preset:
             overrides["preset"] = preset
         return overrides
+
+    def check_conf(self) -> None:
+        """``--conf`` knobs that contradict the served weights' record stop the server with both values."""
+        try:
+            weights = self.weights()
+        except ValueError:  # unusable weights: reported by info() and refused by infer(), not fatal at start
+            return
+        if weights is None:
+            return
+        given = {k: v for k, v in self.options.infer_overrides.items() if k in ("spacing", "register")}
+        if self.options.preset:
+            given["preset"] = self.options.preset
+        record = bundle_module(self.options.bundle, "scripts.record")
+        try:
+            record.check(weights.path, weights.record, **given)
+        except ValueError as e:
+            raise ValueError(str(e).replace("Drop these options", "Drop these --conf options")) from e
 
     def _get_network(self, device: str, data: Any) -> torch.nn.Module:
         weights = self.weights()

@@ -223,6 +223,11 @@ class MoMETrainTask(BundleTrainTask):
         )
         if preset:
             overrides["preset"] = preset
+        # fine-tuning keeps the preprocessing the weights were made with (their record), unless --conf says otherwise
+        record = self._pretrained.record if self._pretrained else {}
+        for key in ("spacing", "register", "normalization", "patch_size", "gate_activation", "modalities"):
+            if key in record and key not in self.options.train_overrides:
+                overrides[key] = record[key]
         return overrides
 
     # --- running it -----------------------------------------------------------------------------------------

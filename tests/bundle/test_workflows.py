@@ -33,11 +33,11 @@ TINY = {
 }
 
 
-def workflow(configs: list[str], workflow_type: str = "train", **override):
+def workflow(configs: list[str], workflow_type: str = "train", cpu: bool = True, **override):
     """A ``ConfigWorkflow`` over bundle configs + the CPU overlay with the tiny overrides (model-zoo test style)."""
     from monai.bundle import ConfigWorkflow
 
-    files = [str(BUNDLE / f) for f in config_files(configs)]
+    files = [str(BUNDLE / f) for f in config_files(configs, cpu)]
     if "ckpt_dir" in override:  # TensorBoard and reports next to the weights, never into the bundle
         override.setdefault("output_dir", str(Path(override["ckpt_dir"]) / "out"))
     return ConfigWorkflow(
@@ -84,7 +84,12 @@ def trained(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def _strict_load(path: Path) -> MoME:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(state) == {"model"}, "model.pt must be {'model': state_dict}"
+    assert set(state) == {"model", "mome"}, "model.pt must be {'model': state_dict, 'mome': record}"
+    assert state["mome"] == {
+        "network": "MoME", "preset": "small", "modalities": ["T1", "T1c", "T2", "FLAIR", "DWI"], "num_classes": 2,
+        "gate_activation": None, "spacing": 2.0, "register": False, "normalization": "brain",
+        "patch_size": [32, 32, 32],
+    }  # fmt: skip
     model = MoME("small")
     model.load_state_dict(state["model"], strict=True)
     return model
@@ -181,11 +186,17 @@ def test_inference_writes_native_space_labels(trained: Path, phantom_root: Path,
     images = sorted((phantom_root / "isles2022").rglob("*_dwi.nii.gz"))[:1]
     if not options:  # mirroring (x8) and registration are slower: one image is enough to test them
         images += sorted((phantom_root / "wmh2017").rglob("FLAIR.nii.gz"))[:1]
+    ckpt = trained
+    if options.get("register"):  # weights without a record (an older file): the knobs given are used as they are
+        ckpt = tmp_path / "old"
+        ckpt.mkdir()
+        weights = torch.load(trained / "model.pt", weights_only=True)["model"]
+        torch.save({"model": weights}, ckpt / "model.pt")
     wf = workflow(
         ["inference.json"],
         workflow_type="infer",
         input=[str(p) for p in images],
-        ckpt_dir=str(trained),
+        ckpt_dir=str(ckpt),
         output_dir=str(tmp_path),
         **options,
     )
@@ -201,12 +212,35 @@ def test_inference_writes_native_space_labels(trained: Path, phantom_root: Path,
         assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1}
 
 
-def test_inference_shares_network_and_preprocessing_with_train() -> None:
+def test_weights_describe_themselves(trained: Path, phantom_root: Path, tmp_path: Path) -> None:
+    """No CPU overlay, no knobs: preset, spacing, registration and normalisation come from model.pt's record; a
+    knob that contradicts it is refused with both values."""
+    image = sorted((phantom_root / "isles2022").rglob("*_dwi.nii.gz"))[0]
+    common = {"input": str(image), "ckpt_dir": str(trained), "output_dir": str(tmp_path)}
+    wf = workflow(["inference.json"], workflow_type="infer", cpu=False, **common)
+    wf.initialize()
+    assert wf.parser.get_parsed_content("network_def").stride == 16  # the small preset, read from the weights
+    wf.run()
+    wf.finalize()
+    assert nib.load(tmp_path / image.name.replace(".nii.gz", "_seg.nii.gz")).shape == nib.load(image).shape
+    wf = workflow(["inference.json"], workflow_type="infer", cpu=False, spacing=1.0, **common)
+    with pytest.raises(Exception) as err:
+        wf.initialize()
+    assert "--spacing 1.0 (the weights say 2.0)" in _chain(err.value) and "model.pt" in _chain(err.value)
+
+
+def test_inference_shares_network_and_preprocessing_with_train(tmp_path: Path) -> None:
+    from monai.bundle import ConfigParser
+
     train = json.loads((CONFIGS / "train.json").read_text())
     infer = json.loads((CONFIGS / "inference.json").read_text())
     assert train["network_def"] == infer["network_def"]
-    for key in ("modalities", "preset", "gate_activation", "patch_size", "spacing", "register"):
-        assert train[key] == infer[key], key
+    # inference takes these knobs from the weights' record; without a record, the training defaults
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), "ckpt_path": str(tmp_path / "none.pt")})
+    for key in ("modalities", "preset", "gate_activation", "patch_size", "spacing", "register", "normalization"):
+        assert train[key] == parser.get_parsed_content(key), key
 
     def without_label(t: dict) -> dict:
         t = {k: v for k, v in t.items() if k not in ("keys", "mode")}

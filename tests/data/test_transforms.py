@@ -113,3 +113,31 @@ def test_modality_vocabulary() -> None:
     assert ModalityIndexd()({"image": "x.nii.gz"})["modality"] == UNKNOWN
     with pytest.raises(ValueError, match="unknown modality 'T3' in datalist item x.nii.gz"):
         ModalityIndexd()({"image": "x.nii.gz", "modality": "T3"})
+
+
+def test_box_normalisation_is_the_reference_recipe(tmp_path, monkeypatch) -> None:
+    """normalization 'box' (what the official weights were trained with): the 160x196x160 crop, the template brain
+    mask, then a z-score over the whole box, background included -- computed here by hand on an image already on
+    the 1 mm template grid (registration aside: it is the identity)."""
+    from monai.bundle import ConfigParser
+
+    import scripts.data.transforms as transforms
+    from scripts.data.template import CROP, mni_template, template_map
+
+    monkeypatch.setattr(transforms, "register_to_template", lambda image, affine: np.eye(4))
+    grid, affine = template_map("t1")
+    rng = np.random.default_rng(0)
+    image = (grid + 20 * rng.random(grid.shape)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, affine), tmp_path / "t1.nii.gz")
+    parser = ConfigParser()
+    parser.read_config(str(Path(transforms.__file__).parents[2] / "configs/inference.json"))
+    parser.update({"bundle_root": "bundle", "ckpt_path": str(tmp_path / "none.pt"), "normalization": "box"})
+    ours = parser.get_parsed_content("preprocessing")({"image": str(tmp_path / "t1.nii.gz")})["image"][0].numpy()
+
+    box = image[tuple(slice(a, b) for a, b in CROP)] * mni_template(1.0).mask
+    reference = (box - box.mean()) / box.std()
+    assert ours.shape == (160, 196, 160)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+    parser.update({"normalization": "brain"})  # today's default differs: z-score inside the brain only
+    brain = parser.get_parsed_content("preprocessing", lazy=False)({"image": str(tmp_path / "t1.nii.gz")})["image"]
+    assert not np.allclose(brain[0].numpy(), reference, atol=1e-2)

@@ -225,3 +225,29 @@ def test_unusable_weights_are_reported_not_fatal(studies, tmp_path, client_facto
         assert model["ready"] is False and "unusable" in model["message"]
         res = client.post("/infer/mome?image=case2")
         assert res.status_code == 409 and "not a readable PyTorch checkpoint" in res.json()["detail"]
+
+
+def test_weights_with_a_record_serve_without_knobs_and_refuse_contradicting_ones(
+    studies, tmp_path, client_factory, small_weights
+) -> None:
+    import torch
+
+    from scripts.record import KEY
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    record = {"network": "MoME", "preset": "small", "spacing": 2.0, "register": False, "normalization": "brain"}
+    state = torch.load(small_weights, weights_only=True)["model"]
+    torch.save({"model": state, KEY: record}, model_dir / "model.pt")
+    conf = {"model_dir": str(model_dir), "weights": "none", "patch_size": "32"}  # no preset, spacing, register
+    with client_factory(studies, conf) as client:
+        assert client.get("/info/").json()["models"]["mome"]["weights"]["preset"] == "small"
+        res = client.post("/infer/mome?image=case0_flair&output=image")
+        assert res.status_code == 200
+        label = tmp_path / "label.nii.gz"
+        label.write_bytes(res.content)
+        assert nib.load(label).shape == nib.load(studies / "case0_flair.nii.gz").shape
+    with pytest.raises(ValueError, match=r"--spacing 1.0 \(the weights say 2.0\)"), client_factory(
+        studies, {**conf, "spacing": "1"}
+    ):
+        pass

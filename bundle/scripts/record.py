@@ -1,0 +1,109 @@
+"""Weights that describe themselves: what a network needs to be served, stored in ``model.pt`` beside the weights.
+
+``model.pt`` is ``{"model": state_dict, "mome": record}``; the record says which network (``MoME`` or a single
+``UNet``), preset, modalities, classes, gate activation, spacing, registration, normalisation and training patch the
+weights were made with. Inference, evaluation and the MONAI Label app take those knobs from it, so weights serve with
+no flags; a knob given on the command line (or in ``--conf``) that contradicts the record is refused with both
+values. Files without a record (older ones, other tools' ``{"model": ...}``) still load with the knobs given, and
+their preset is read from the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scripts.errors import InputError
+
+__all__ = ["FIELDS", "KEY", "NORMALIZATIONS", "Record", "check", "read", "value"]
+
+#: Key of the record in ``model.pt``.
+KEY = "mome"
+#: What a record holds.
+FIELDS = (
+    "network", "preset", "modalities", "num_classes", "gate_activation",
+    "spacing", "register", "normalization", "patch_size",
+)  # fmt: skip
+#: ``brain``: z-score inside the brain (non-zero voxels); ``box``: over the whole crop box, background included (the
+#: reference pipeline's nnU-Net plan, so what the official weights were trained with).
+NORMALIZATIONS = ("brain", "box")
+#: The knobs whose value must agree with the record (the others only describe the weights).
+CHECKED = ("preset", "modalities", "gate_activation", "spacing", "register", "normalization")
+
+
+class Record:
+    """The record as an object with ``state_dict``, so MONAI's checkpoint saver writes it next to the weights."""
+
+    def __init__(self, **fields: Any) -> None:
+        unknown = sorted(set(fields) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown record field(s) {unknown}; expected {FIELDS}")
+        if fields.get("normalization") not in (None, *NORMALIZATIONS):
+            raise InputError(f"--normalization {fields['normalization']!r}: expected one of {NORMALIZATIONS}")
+        self.fields = {k: _plain(v) for k, v in fields.items()}
+
+    def state_dict(self) -> dict:
+        return dict(self.fields)
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.fields = dict(state)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    return v
+
+
+def read(path: str | Path | None) -> dict | None:
+    """The record of a weights file; for a file without one, ``{"preset": <from the tensor shapes>}``; ``None``
+    when there is no file (training will make it, or inference will say it is missing)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        why = " ".join(str(e).split())[:200]
+        raise InputError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {why})") from e
+    if not isinstance(ckpt, Mapping):
+        raise InputError(f"{path}: expected {{'model': state_dict, 'mome': record}}, found a {type(ckpt).__name__}")
+    if isinstance(ckpt.get(KEY), Mapping):
+        return dict(ckpt[KEY])
+    from scripts.mome import preset_of
+
+    state = ckpt.get("model", ckpt)
+    try:
+        return {"preset": preset_of(state)}
+    except ValueError:
+        return {}
+
+
+def value(record: Mapping | None, name: str, default: Any) -> Any:
+    """A knob's value from the record, else ``default``."""
+    return record[name] if record and name in record else default
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-6)
+    return _plain(a) == _plain(b)
+
+
+def check(path: str | Path | None, record: Mapping | None, **knobs: Any) -> bool:
+    """Every knob given agrees with the record of the weights at ``path``; refuses naming both values."""
+    if not record:
+        return True
+    wrong = [f"--{k} {v!r} (the weights say {record[k]!r})" for k, v in knobs.items()
+             if k in record and not _same(v, record[k])]  # fmt: skip
+    if wrong:
+        raise InputError(
+            f"{path} was made for other settings than given: {'; '.join(wrong)}. Drop these options to use the "
+            "weights' own, or use weights made with them"
+        )
+    return True
