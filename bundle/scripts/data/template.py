@@ -18,7 +18,14 @@ import numpy as np
 
 from scripts.data.geometry import resample
 
-__all__ = ["CROP", "MAPS", "Template", "mni_template", "template_file", "template_map"]
+__all__ = ["CROP", "MAPS", "Template", "head_template", "mni_template", "template_file", "template_map"]
+
+#: The FSL MNI152 (6th generation, nonlinear asymmetric) whole-head T1 and its brain mask, 1 mm, as data files of the
+#: nimare wheel: the registration target for images that still have a skull.
+HEAD_FILES = {
+    "t1": "tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
+    "mask": "tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz",
+}
 
 #: The ICBM152 2009a maps in the nilearn wheel: T1, grey and white matter probability.
 MAPS = {k: f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
@@ -37,13 +44,37 @@ def template_file(kind: str = "t1") -> Path:
     """Path of one ICBM152 2009a map (``t1``, ``gm``, ``wm``) inside the installed nilearn package."""
     if kind not in MAPS:
         raise ValueError(f"unknown template map {kind!r}; expected one of {sorted(MAPS)}")
-    spec = importlib.util.find_spec("nilearn")
+    return _package_file("nilearn", "datasets", "data", MAPS[kind])
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("nilearn is not installed; the MNI template ships inside its wheel")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / MAPS[kind]
+        raise FileNotFoundError(f"{package} is not installed; the template ships inside its wheel")
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.is_file():
-        raise FileNotFoundError(f"ICBM152 template map missing from the nilearn package: {path}")
+        raise FileNotFoundError(f"template file missing from the {package} package: {path}")
     return path
+
+
+@functools.lru_cache(maxsize=4)
+def head_template(spacing: float = 2.0) -> Template:
+    """The whole-head MNI152 T1 (scaled to [0, 1]) and brain mask on its own grid, resampled to ``spacing`` mm."""
+    t1 = nib.load(_package_file("nimare", "resources", "templates", HEAD_FILES["t1"]))
+    mask = nib.load(_package_file("nimare", "resources", "templates", HEAD_FILES["mask"]))
+    data = np.asarray(t1.dataobj, dtype=np.float32)
+    data /= data.max()
+    affine = np.asarray(t1.affine, float)
+    scale = spacing / float(np.linalg.norm(affine[:3, 0]))
+    shape = tuple(int(np.ceil(s / scale)) for s in data.shape)
+    dst = affine.copy()
+    dst[:3, :3] = affine[:3, :3] * scale
+    dst[:3, 3] = affine[:3, :3] @ (np.full(3, (scale - 1) / 2)) + affine[:3, 3]
+    image = resample(data, affine, dst, shape, order=1)
+    brain = resample(np.asarray(mask.dataobj, np.float32), np.asarray(mask.affine, float), dst, shape, order=1) > 0.5
+    for array in (image, brain, dst):
+        array.setflags(write=False)
+    return Template(image=image, mask=brain, affine=dst)
 
 
 @functools.lru_cache(maxsize=4)

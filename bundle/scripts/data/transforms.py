@@ -6,7 +6,9 @@ in the configs, and inverted by MONAI's ``Invertd`` so predictions land on the i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,11 +19,14 @@ from monai.utils import TraceKeys, ensure_tuple_rep
 
 from scripts.data.geometry import resample
 from scripts.data.modality import modality_index
-from scripts.data.registration import register_to_template
+from scripts.data.registration import has_skull, register_to_template
 from scripts.data.template import mni_template
+from scripts.errors import InputError
 from scripts.mome import MODALITIES
 
 __all__ = ["LesionLabeld", "ModalityIndexd", "RegisterToTemplated"]
+
+logger = logging.getLogger(__name__)
 
 
 class LesionLabeld(MapTransform):
@@ -71,6 +76,10 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
 
     The registration is computed from ``image_key`` alone (never from a label) and applied to all keys; images are
     resampled trilinearly, labels with nearest neighbour. The inverse maps a prediction back onto the native grid.
+    ``skull_stripped``: ``True`` registers to the brain-only template, ``False`` (the image has its skull) to the
+    whole-head one, ``"auto"`` decides from the image (:func:`scripts.data.registration.has_skull`), logs what it
+    decided and records it in the image's meta data (``skull_stripped``, ``foreground_ml``). Skull stripping itself
+    is the template brain mask afterwards (``MaskIntensityd`` in the configs), never the label.
     """
 
     def __init__(
@@ -79,9 +88,13 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
         image_key: str = "image",
         spacing: float = 1.0,
         order: Sequence[int] | int | None = None,
+        skull_stripped: bool | str = "auto",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if skull_stripped not in (True, False, "auto"):
+            raise InputError(f"--skull_stripped {skull_stripped!r}: expected True, False or auto")
+        self.skull_stripped = skull_stripped
         self.image_key = image_key
         self.spacing = float(spacing)
         # default: trilinear for the first key (the image), nearest neighbour for the rest (labels)
@@ -90,7 +103,14 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         image = d[self.image_key]
-        matrix = register_to_template(np.asarray(image[0], np.float32), np.asarray(image.affine, float))
+        array, native_affine = np.asarray(image[0], np.float32), np.asarray(image.affine, float)
+        stripped, ml = self.skull_stripped, None
+        if stripped == "auto":
+            skull, ml = has_skull(array, native_affine)
+            stripped = not skull
+            name = Path(str(getattr(image, "meta", {}).get("filename_or_obj", "image"))).name
+            logger.info(f"{name}: foreground {ml:.0f} ml, {'skull-stripped' if stripped else 'with skull'}")
+        matrix = register_to_template(array, native_affine, whole_head=not stripped)
         template = mni_template(self.spacing)
         for key, order in self.key_iterator(d, self.order):
             x = d[key]
@@ -98,6 +118,8 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
             out = resample(np.asarray(x), native, template.affine, template.image.shape, order, world=matrix)
             y = MetaTensor(torch.as_tensor(out, dtype=x.dtype))
             y.copy_meta_from(x)
+            y.meta["skull_stripped"] = bool(stripped)
+            y.meta["foreground_ml"] = -1.0 if ml is None else ml
             self.push_transform(
                 y,
                 orig_size=tuple(x.shape[1:]),
