@@ -19,7 +19,7 @@ import torch
 
 from scripts.mome import MODALITIES, PRESETS, build_unet
 
-__all__ = ["plans", "write_release"]
+__all__ = ["plans", "write_nnunet_model", "write_release"]
 
 
 def plans(preset: str = "paper", patch: int = 128) -> dict:
@@ -33,6 +33,18 @@ def plans(preset: str = "paper", patch: int = 128) -> dict:
         "original_median_shape_after_transp": [160, 196, 160],
         "transpose_forward": [0, 1, 2],
         "transpose_backward": [0, 1, 2],
+        "image_reader_writer": "SimpleITKIO",
+        "foreground_intensity_properties_per_channel": {
+            "0": {
+                "max": 10.0,
+                "mean": 0.5,
+                "median": 0.4,
+                "min": -2.0,
+                "percentile_00_5": -1.5,
+                "percentile_99_5": 5.0,
+                "std": 1.0,
+            }  # fmt: skip
+        },
         "configurations": {
             "3d_fullres": {
                 "data_identifier": "nnUNetPlans_3d_fullres",
@@ -43,6 +55,17 @@ def plans(preset: str = "paper", patch: int = 128) -> dict:
                 "spacing": [1.0, 1.0, 1.0],
                 "normalization_schemes": ["ZScoreNormalization"],
                 "use_mask_for_norm": [False],
+                "resampling_fn_data": "resample_data_or_seg_to_shape",
+                "resampling_fn_seg": "resample_data_or_seg_to_shape",
+                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+                "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+                "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+                "resampling_fn_probabilities_kwargs": {
+                    "is_seg": False,
+                    "order": 1,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
                 "UNet_class_name": "PlainConvUNet",
                 "UNet_base_num_features": shape["features_per_stage"][0],
                 "n_conv_per_stage_encoder": [2] * n,
@@ -89,6 +112,29 @@ def write_release(folder: str | Path, preset: str = "paper", seed: int = 0, plan
     if plans_files:
         (folder / "plans.json").write_text(json.dumps(plans(preset), indent=2))
         (folder / "dataset.json").write_text(json.dumps(dataset_json(), indent=2))
+    return folder
+
+
+def write_nnunet_model(folder: str | Path, network: torch.nn.Module, preset: str | None = None) -> Path:
+    """An nnU-Net v2 trained-model folder (``plans.json``, ``dataset.json``, ``fold_0/checkpoint_final.pth``) for a
+    single ``PlainConvUNet`` of this project: what ``nnUNetPredictor.initialize_from_trained_model_folder`` reads."""
+    folder = Path(folder)
+    (folder / "fold_0").mkdir(parents=True, exist_ok=True)
+    if preset is None:
+        widths = [stage[0].convs[0].conv.out_channels for stage in network.encoder.stages]
+        preset = next(n for n, p in PRESETS.items() if list(p["features_per_stage"]) == widths)
+    (folder / "plans.json").write_text(json.dumps(plans(preset), indent=2))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json(), indent=2))
+    torch.save(
+        {
+            "network_weights": network.state_dict(),
+            "trainer_name": "nnUNetTrainer",
+            "init_args": {"configuration": "3d_fullres", "fold": 0},
+            "inference_allowed_mirroring_axes": (0, 1, 2),
+            "current_epoch": 1000,
+        },
+        folder / "fold_0" / "checkpoint_final.pth",
+    )
     return folder
 
 
