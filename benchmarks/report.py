@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scripts.atomic import save_json
 
-PARTS = ("network", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
+PARTS = ("network", "training", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
 MODELS = {
     "mome": "MoME (curriculum)",
     "mome_no_curriculum": "MoME, fused loss only",
@@ -274,6 +274,29 @@ def _inference(r: dict) -> list[str]:
     return lines
 
 
+def _training(r: dict) -> list[str]:
+    lines = [
+        "## CPU training throughput",
+        "",
+        "`python benchmarks/bench_training.py` (the training workflow, train.json + cpu.json: small preset, 32^3 "
+        f"patches, batch 4; rounds of {r['iterations_per_round']} iterations alternating between variants, medians)",
+        "",
+        "| variant | s / iteration | iterations / min | × before | data loading | val Dice after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in r["results"].items():
+        if "stopped" in v:
+            lines.append(f"| {name} | stopped at iteration {v['iteration']}: non-finite gradient | | | | |")
+            continue
+        dice = v.get("dice_after")
+        lines.append(
+            f"| {name} | {_f(v['seconds_per_iteration'])} | {_f(v['iterations_per_minute'], 1)} | "
+            f"{_f(v['speed_up'], 2)} | {_f(100 * v['data_loading_share'], 1)} % | "
+            + (f"{_f(dice['val_mean_dice'])} ({dice['iterations']} it) |" if dice else "|")
+        )
+    return lines + [""]
+
+
 def _preprocessing(r: dict) -> list[str]:
     m = r["modes"]
     return [
@@ -369,6 +392,7 @@ def write_report(out: Path, results_path: Path, doc_path: Path, smoke: bool) -> 
     for name, fn in (
         ("network", _network),
         ("network_glibc_default", _network_glibc_default),
+        ("training", _training),
         ("inference", _inference),
         ("preprocessing", _preprocessing),
         ("phantoms", _phantoms),

@@ -23,12 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 #: in this order: the fidelity run trains the MoME whose Dice the inference part compares between pipelines
-PARTS = ("network", "fidelity", "preprocessing", "phantoms", "monailabel", "inference")
+PARTS = ("network", "training", "fidelity", "preprocessing", "phantoms", "monailabel", "inference")
 
 
 def command(name: str, out: Path, smoke: bool) -> list[str]:
     script = {
         "network": "bench_network.py",
+        "training": "bench_training.py",
         "fidelity": "bench_fidelity.py",
         "preprocessing": "bench_preprocessing.py",
         "phantoms": "bench_phantoms.py",

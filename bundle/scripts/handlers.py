@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
@@ -25,8 +26,10 @@ __all__ = [
     "CurriculumHandler",
     "GateGradientClipHandler",
     "ResumeLoader",
+    "StopOnNonFiniteLoss",
     "curriculum_weight",
     "load_expert_weights",
+    "load_model_weights",
     "training_state",
 ]
 
@@ -89,6 +92,31 @@ class GateGradientClipHandler:
             engine.scaler.unscale_(engine.optimizer)
         gate = getattr(self.network, "module", self.network).gate
         torch.nn.utils.clip_grad_norm_(gate.parameters(), self.max_norm)
+
+
+class StopOnNonFiniteLoss:
+    """Stops training with a clear error when the loss or any gradient is NaN/inf, before the optimiser steps, so the
+    weights and the last checkpoint are never overwritten by a broken step (the stock behaviour trains on, writing
+    NaN weights). Seen with bf16 autocast training on CPU: finite losses but a NaN weight gradient within 30 steps.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = engine.state.output["loss"]
+        finite = bool(torch.isfinite(loss).all())
+        # with fp16 AMP an inf gradient is the GradScaler's business: it skips that step and lowers its scale
+        if finite and getattr(engine, "scaler", None) is None:
+            grads = [p.grad for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        if not finite:
+            what = "loss" if not torch.isfinite(loss).all() else "gradient"
+            raise FloatingPointError(
+                f"non-finite {what} at iteration {engine.state.iteration} (epoch {engine.state.epoch}); training "
+                "stopped before the optimiser step, the last checkpoint is intact. Lower --learning_rate, or run "
+                "with --bf16 False if bf16 was on"
+            )
 
 
 def _rank() -> int:
@@ -198,6 +226,27 @@ class ResumeLoader(CheckpointLoader):
         if engine.state.epoch >= max_epochs:
             raise InputError(f"{path} is at epoch {engine.state.epoch}; raise `epochs` above it to continue")
         logger.info(f"resumed from {path} at epoch {engine.state.epoch}")
+
+
+def load_model_weights(network: nn.Module, path: str | os.PathLike, **knobs: Any) -> nn.Module:
+    """Fine-tuning: start from the weights of a ``model.pt`` (e.g. the released model), loaded strictly into float32
+    (a half-precision release too). Its record must agree with this training's ``knobs`` (preset, spacing, ...):
+    a network trained for another grid or normalisation would silently learn from the wrong images."""
+    from scripts import record
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"init_from={path}: no such weights file")
+    record.check(path, record.read(path), **knobs)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    model = getattr(network, "module", network)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    except RuntimeError as e:
+        raise InputError(f"{path} does not fit this network ({' '.join(str(e).split())[:300]})") from e
+    logger.info(f"initialised from {path} ({record.read(path)})")
+    return network
 
 
 def load_expert_weights(network: nn.Module, folder: str | os.PathLike) -> list[str]:

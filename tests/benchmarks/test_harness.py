@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("network", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
+PARTS = ("network", "training", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,10 @@ def _checks(part: str, r: dict) -> None:
         assert {"default", "reference", "unet"} <= set(r["variants"])
         assert ("bf16" in r["variants"]) == r["machine"]["native_bf16"]  # only measured where it is native
         assert set(r["dice"]["mean_dice"]) >= {"default", "reference"}
+    elif part == "training":
+        after = r["results"]["after (+ no data workers)"]
+        assert {"before", "after (+ no data workers)"} <= set(r["results"])
+        assert after["seconds_per_iteration"] > 0 and 0 <= after["data_loading_share"] < 1
     elif part == "monailabel":
         assert r["infer_median_s"] > 0 and r["train_turnaround_s"] > 0
 
@@ -60,7 +64,14 @@ def test_report_covers_every_part(smoke_out: Path) -> None:
     results = json.loads((smoke_out / "results.json").read_text())
     assert set(results) >= set(PARTS) and set(results["wall_seconds"]) == set(PARTS)
     report = (smoke_out / "BENCHMARKS.md").read_text()
-    for heading in ("MoME overhead", "Full-volume inference", "Fidelity", "Preprocessing", "MONAI Label"):
+    for heading in (
+        "MoME overhead",
+        "CPU training throughput",
+        "Full-volume inference",
+        "Fidelity",
+        "Preprocessing",
+        "MONAI Label",
+    ):
         assert heading in report
     assert "Smoke run" in report
     assert "| **all** |" in report  # the wall-time table sums every part

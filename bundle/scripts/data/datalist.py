@@ -132,6 +132,10 @@ def load(
         for key in ("image", "label") if labels else ("image",):
             if key not in item:
                 raise InputError(f"{path}: item {n} of '{split}' has no '{key}': {item}")
+    if not content[split]:
+        raise InputError(
+            f"{path}: the '{split}' list is empty (remake the datalist with more subjects or another --val/--test)"
+        )
     items = load_decathlon_datalist(path, is_segmentation=labels, data_list_key=split, base_dir=path.parent)
     if check:
         for item in items:
