@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scripts.atomic import save_json
 
-PARTS = ("network", "training", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
+PARTS = ("network", "training", "released", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
 MODELS = {
     "mome": "MoME (curriculum)",
     "mome_no_curriculum": "MoME, fused loss only",
@@ -297,6 +297,28 @@ def _training(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _released(r: dict) -> list[str]:
+    avg = r["average"]["task_level"]
+    lines = [
+        "## The released model on fresh phantoms",
+        "",
+        f"`python benchmarks/bench_released.py` (`{Path(r['weights']).name}`; {r['subjects_per_dataset']} new "
+        f"subjects per dataset, seed 0, never used in training; {r['n_cases']} test images; evaluate.json, each "
+        "image's own grid)",
+        "",
+        "| task | Dice |",
+        "|---|---|",
+    ]
+    lines += [f"| {task} | {_f(dice)} |" for task, dice in r["task_dice"].items()]
+    below = ", ".join(r["visible_below_goal"]) or "none"
+    return lines + [
+        "",
+        f"Task-level average {_f(avg)} (goal 0.60: {_verdict(r['goal_average_met'])}); visible-lesion tasks "
+        f"(FLAIR, T2, T1c, DWI) below the 0.50 goal: {below}.",
+        "",
+    ]
+
+
 def _preprocessing(r: dict) -> list[str]:
     m = r["modes"]
     return [
@@ -393,6 +415,7 @@ def write_report(out: Path, results_path: Path, doc_path: Path, smoke: bool) -> 
         ("network", _network),
         ("network_glibc_default", _network_glibc_default),
         ("training", _training),
+        ("released", _released),
         ("inference", _inference),
         ("preprocessing", _preprocessing),
         ("phantoms", _phantoms),

@@ -23,13 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 #: in this order: the fidelity run trains the MoME whose Dice the inference part compares between pipelines
-PARTS = ("network", "training", "fidelity", "preprocessing", "phantoms", "monailabel", "inference")
+PARTS = ("network", "training", "released", "fidelity", "preprocessing", "phantoms", "monailabel", "inference")
 
 
 def command(name: str, out: Path, smoke: bool) -> list[str]:
     script = {
         "network": "bench_network.py",
         "training": "bench_training.py",
+        "released": "bench_released.py",
         "fidelity": "bench_fidelity.py",
         "preprocessing": "bench_preprocessing.py",
         "phantoms": "bench_phantoms.py",
@@ -43,6 +44,8 @@ def command(name: str, out: Path, smoke: bool) -> list[str]:
         cmd += ["--json", str(out / f"{name}.json")]
     if name == "network" and not smoke:
         cmd += ["--reps", "3"]
+    if name == "training" and not smoke:  # speed side by side, then Dice after the same iterations
+        cmd += ["--iterations", "10", "--rounds", "3", "--dice", "200"]
     weights = out / "fidelity/models/mome/model_final.pt"
     if name == "inference" and weights.is_file():  # the fidelity run's MoME, for the Dice comparison
         cmd += ["--small-weights", str(weights)]

@@ -11,13 +11,25 @@ __all__ = ["phantom_studies", "studies_from_items"]
 
 
 def studies_from_items(items: Iterable[Mapping], root: Path, studies: Path) -> dict[str, Path]:
-    """Copy datalist ``items`` (paths relative to ``root``) into ``studies``; returns image id -> label file."""
+    """Copy datalist ``items`` (paths relative to ``root``) into ``studies``; returns image id -> lesion mask.
+
+    The masks (0/1, what an annotator saves for the app's one label) go to ``<studies>_labels/``, outside the
+    datastore folder; the datasets' own multi-class labels (BraTS 1/2/4, ...) are made binary as the datalist does.
+    """
+    import nibabel as nib
+    import numpy as np
+
     studies.mkdir(parents=True, exist_ok=True)
+    masks = studies.parent / f"{studies.name}_labels"
+    masks.mkdir(exist_ok=True)
     labels = {}
     for item in items:
         name = f"{item['subject']}_{(item.get('modality') or 'unknown').lower()}"
         shutil.copy(root / item["image"], studies / f"{name}.nii.gz")
-        labels[name] = root / item["label"]
+        source = nib.load(root / item["label"])
+        mask = (np.asarray(source.dataobj) > 0).astype(np.uint8)
+        nib.save(nib.Nifti1Image(mask, source.affine), masks / f"{name}.nii.gz")
+        labels[name] = masks / f"{name}.nii.gz"
     return labels
 
 

@@ -75,7 +75,7 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) 
     dice = float(compute_dice(p2, y2, include_background=False, ignore_empty=False)[0, 0])
     hd95 = float("nan")
     if bool(p.any()) and bool(y.any()):
-        hd95 = float(compute_hausdorff_distance(p2, y2, percentile=95, spacing=list(spacing))[0, 0])
+        hd95 = float(compute_hausdorff_distance(p2, y2, percentile=95, spacing=[float(s) for s in spacing])[0, 0])
     return {"dice": dice, "hd95": hd95}
 
 

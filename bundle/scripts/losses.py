@@ -85,6 +85,17 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
+def prepare_image_label(
+    batchdata: Mapping[str, torch.Tensor],
+    device: str | torch.device | None = None,
+    non_blocking: bool = False,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ignite ``prepare_batch`` for a plain U-Net and its loss: ``(image, label)`` as plain tensors (see below)."""
+    image, target = prepare_batch(batchdata, device, non_blocking, **kwargs)
+    return image, target["label"]
+
+
 def prepare_batch(
     batchdata: Mapping[str, torch.Tensor],
     device: str | torch.device | None = None,

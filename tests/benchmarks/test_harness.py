@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("network", "training", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
+PARTS = ("network", "training", "released", "fidelity", "inference", "preprocessing", "phantoms", "monailabel")
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,8 @@ def _checks(part: str, r: dict) -> None:
         after = r["results"]["after (+ no data workers)"]
         assert {"before", "after (+ no data workers)"} <= set(r["results"])
         assert after["seconds_per_iteration"] > 0 and 0 <= after["data_loading_share"] < 1
+    elif part == "released":
+        assert r["task_dice"] and 0 <= r["average"]["task_level"] <= 1 and r["n_cases"] > 0
     elif part == "monailabel":
         assert r["infer_median_s"] > 0 and r["train_turnaround_s"] > 0
 

@@ -124,7 +124,7 @@ def test_box_normalisation_is_the_reference_recipe(tmp_path, monkeypatch) -> Non
     import scripts.data.transforms as transforms
     from scripts.data.template import CROP, mni_template, template_map
 
-    monkeypatch.setattr(transforms, "register_to_template", lambda image, affine: np.eye(4))
+    monkeypatch.setattr(transforms, "register_to_template", lambda image, affine, **kwargs: np.eye(4))
     grid, affine = template_map("t1")
     rng = np.random.default_rng(0)
     image = (grid + 20 * rng.random(grid.shape)).astype(np.float32)

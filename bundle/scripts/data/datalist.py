@@ -132,6 +132,8 @@ def load(
         for key in ("image", "label") if labels else ("image",):
             if key not in item:
                 raise InputError(f"{path}: item {n} of '{split}' has no '{key}': {item}")
+    if not content[split] and split == "validation":
+        return []  # training without validation: the trainer skips it (no best-model file is written then)
     if not content[split]:
         raise InputError(
             f"{path}: the '{split}' list is empty (remake the datalist with more subjects or another --val/--test)"
