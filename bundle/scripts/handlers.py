@@ -26,7 +26,7 @@ __all__ = [
     "CurriculumHandler",
     "GateGradientClipHandler",
     "ResumeLoader",
-    "StopOnNonFiniteLoss",
+    "SkipNonFiniteSteps",
     "curriculum_weight",
     "load_expert_weights",
     "load_model_weights",
@@ -94,7 +94,7 @@ class GateGradientClipHandler:
         torch.nn.utils.clip_grad_norm_(gate.parameters(), self.max_norm)
 
 
-class StopOnNonFiniteLoss:
+class SkipNonFiniteSteps:
     """Skips a training step whose loss or gradients are NaN/inf (as fp16 AMP's GradScaler does), so the weights
     are never overwritten by a broken step; stops with a clear error after ``patience`` such steps in a row (the
     stock trainer steps on, writing NaN weights). Seen on CPU: an occasional NaN weight gradient in an expert's
