@@ -132,6 +132,8 @@ class MoMEInferTask(BundleInferTask):
         weights = self.weights()
         if weights is None:
             raise NoWeightsError(how_to_get_weights(self.options))
+        if isinstance(data, dict):  # the writer reports which weights made this label
+            data["weights_version"] = weights.version
         cached = self._networks.get(device)
         if cached and cached[1] == weights.version:
             return cached[0]
@@ -155,6 +157,13 @@ class MoMEInferTask(BundleInferTask):
         if path is not None:
             data["image_path"] = path
         return data
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+        # provenance: a label made before and one made after a fine-tuning say which model each came from
+        result_file, result_json = super().writer(data, extension, dtype)
+        if "weights_version" in data:
+            result_json["weights_version"] = data["weights_version"]
+        return result_file, result_json
 
     # --- the app's own queries ----------------------------------------------------------------------------------
     def weights(self) -> ServedWeights | None:

@@ -1,8 +1,8 @@
 """One real server: ``monailabel start_server`` on 127.0.0.1, driven by MONAI Label's own ``MONAILabelClient``.
 
-info -> next sample -> infer -> save label -> train 1 epoch -> the served model changed (weights file, /info
-version, inference output) -> the uncertainty strategy returns an unlabelled image. The server is stopped by its
-PID. Data: 2 mm BraTS-like phantoms; weights: random small preset.
+info -> next sample -> infer -> save label -> train 1 epoch -> the served model changed (weights file and tensors,
+/info version, the version the next label says it came from) -> the uncertainty strategy returns an unlabelled
+image. The server is stopped by its PID. Data: 2 mm BraTS-like phantoms; weights: random small preset.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
     weights = tmp_path / "model" / "model.pt"
     weights.parent.mkdir()
     torch.save({"model": MoME("small").state_dict()}, weights)  # random small-preset weights
-    # a large learning rate, so that one SGD step on one patch visibly changes a random network's output
     conf = {**cpu_conf(), "patch_size": "32", "epochs": "1"}
-    conf.update(model_dir=str(weights.parent), weights="none", learning_rate="0.1")
+    conf.update(model_dir=str(weights.parent), weights="none")
     server = LocalServer(tmp_path, studies, conf)
     server.start()
     try:
@@ -54,7 +53,8 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
         assert sample["id"] == "BraTS2021_00000_flair"
         image_id = sample["id"]
 
-        before_file, _ = client.infer("mome", image_id, {})
+        before_file, before_result = client.infer("mome", image_id, {})
+        assert before_result["weights_version"] == version
         before = np.asarray(nib.load(before_file).dataobj)
         image = nib.load(studies / f"{image_id}.nii.gz")
         assert before.shape == image.shape and np.allclose(nib.load(before_file).affine, image.affine, atol=1e-4)
@@ -71,7 +71,7 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
         saved = client.save_label(image_id, str(labels[image_id]), tag="final")
         assert saved["label"] == image_id
 
-        digest = _sha(weights)
+        digest, state = _sha(weights), torch.load(weights, weights_only=True)["model"]
         client.train_start("mome", {"max_epochs": 1})
         task = wait_for_training(client, timeout=300)
         assert task["status"] == "DONE", "\n".join(task.get("details", [])) + server.tail()
@@ -79,9 +79,12 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
         new_version = client.info()["models"]["mome"]["weights"]["version"]
         assert new_version != version
         assert _sha(weights) != digest
-        after_file, _ = client.infer("mome", image_id, {})
+        trained = torch.load(weights, weights_only=True)["model"]
+        assert any(not torch.equal(trained[k], state[k]) for k in state)  # a step was taken, not skipped
+        after_file, after_result = client.infer("mome", image_id, {})
+        assert after_result["weights_version"] == new_version  # served without a restart
         after = np.asarray(nib.load(after_file).dataobj)
-        assert after.shape == before.shape and not np.array_equal(after, before)  # served without a restart
+        assert after.shape == before.shape and set(np.unique(after).tolist()) <= {0, 1}
 
         sample = client.next_sample("uncertainty", {})
         assert sample["id"] in studies_kept - {image_id}
