@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from demo.commands import BUNDLE
-from scripts.atomic import save_torch
+from scripts.atomic import atomic_path, save_torch
 from scripts.record import KEY
 
 __all__ = ["LIMIT_BYTES", "md5", "release"]
@@ -61,9 +61,10 @@ def release(weights: Path, out: Path) -> str:
 
 def _record_hash(yml: Path, path: str, digest: str) -> None:
     text = yml.read_text()
-    entry = f'large_files:\n  - path: "{path}"\n    hash_val: "{digest}"\n    hash_type: "md5"\n'
-    text = re.sub(r"large_files:.*\Z", entry, text, flags=re.S)
-    yml.write_text(text)
+    # the empty url: the file is in git; Model Zoo's large-file step checks the md5 and downloads nothing
+    entry = f'large_files:\n  - path: "{path}"\n    url: ""\n    hash_val: "{digest}"\n    hash_type: "md5"\n'
+    with atomic_path(yml) as tmp:
+        tmp.write_text(re.sub(r"large_files:.*\Z", entry, text, flags=re.S))
 
 
 def main(argv: list[str] | None = None) -> None:
