@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.io import VolumeError, check_image, check_label
+from scripts.io import VolumeError, check_image, check_label, read_volume
 
 
 def _nifti(path: Path, array: np.ndarray) -> Path:
@@ -34,6 +34,18 @@ def test_a_slicer_nrrd_label_is_checked_against_a_nifti_image(tmp_path: Path) ->
     write(label[:, :, :10])
     with pytest.raises(VolumeError, match="does not match"):
         check_label(nrrd, image)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_itk_formats_read_the_voxels_on_disk(tmp_path: Path, suffix: str) -> None:
+    """The array outlives the ITK image it came from (a view of a freed image read garbage, up to 1e38)."""
+    array = np.random.default_rng(1).random((20, 24, 28), dtype=np.float32)
+    path = tmp_path / f"image{suffix}"
+    itk.imwrite(itk.image_from_array(array.transpose().copy()), str(path))
+    first = read_volume(path)[1]
+    second = read_volume(path)[1]
+    np.testing.assert_array_equal(first, array)
+    np.testing.assert_array_equal(second, array)
 
 
 def test_singleton_fourth_axis_is_one_volume_but_four_sequences_are_not(tmp_path: Path) -> None:

@@ -12,8 +12,6 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "save_json", "save_torch"]
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:

@@ -1,19 +1,8 @@
 """Convert the official MoME release (six nnU-Net checkpoints, plans, dataset) into this bundle's ``model.pt``.
 
-The reference implementation saves the gate as ``<name>.pth`` and the experts as ``<name>1.pth`` ... ``<name>5.pth``
-(order T1, T1c, T2, FLAIR, DWI), each an nnU-Net checkpoint with the weights under ``network_weights``; its
-``plans.json`` (nnU-Net v2.2 or later) and ``dataset.json`` sit next to them. Every file is named explicitly and
-every key must match: a missing expert or a shape mismatch is an error, not a warning. The plan is checked against
-what the bundle reproduces (patch, spacing, stages, features, z-score over the whole box, two classes), and every
-difference is listed before anything is written. The result carries its record (:mod:`scripts.record`): it is
-served with the reference's preprocessing (1 mm MNI registration, box normalisation) without any flag.
-
-Run from ``bundle/``::
-
-    python -m scripts.convert_official --src DIR --out models/model.pt [--name checkpoint_best] [--preset paper]
-
-nnU-Net checkpoints are pickles: convert only files from a source you trust.
-"""
+Gate ``<name>.pth``, experts ``<name>1.pth`` ... ``<name>5.pth`` (T1, T1c, T2, FLAIR, DWI), ``plans.json`` (nnU-Net
+v2.2+) and ``dataset.json``: every key must match and every difference of the plan from what the bundle reproduces is
+listed before anything is written. nnU-Net checkpoints are pickles: convert only trusted files."""
 
 from __future__ import annotations
 
@@ -31,10 +20,10 @@ from scripts.errors import InputError
 from scripts.mome import MODALITIES, PRESETS, MoME
 from scripts.record import KEY, Record
 
-__all__ = ["check_plans", "convert", "load_nnunet_weights"]
-
 #: What the reference pipeline's plan must say for the bundle to reproduce it.
 PATCH, SPACING = [128, 128, 128], [1.0, 1.0, 1.0]
+#: The reference pipeline's preprocessing: the converted weights' record, with the network.
+REFERENCE = {"gate_activation": None, "spacing": 1.0, "register": True, "normalization": "box", "patch_size": PATCH}
 
 
 def load_nnunet_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -55,10 +44,8 @@ def load_nnunet_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _architecture(config: Mapping) -> tuple[int, list[int]]:
-    """Stages and features per stage, from a v2.2 plan (``UNet_base_num_features``...) or a later one
-    (``architecture.arch_kwargs``)."""
-    arch = config.get("architecture", {}).get("arch_kwargs")
-    if arch:
+    """Stages and features per stage, from a v2.2 plan (``UNet_base_num_features``) or a later one (``arch_kwargs``)."""
+    if arch := config.get("architecture", {}).get("arch_kwargs"):
         return int(arch["n_stages"]), [int(f) for f in arch["features_per_stage"]]
     n = len(config["pool_op_kernel_sizes"])
     base, top = int(config["UNet_base_num_features"]), int(config["unet_max_num_features"])
@@ -106,15 +93,12 @@ def convert(src: str | Path, name: str = "checkpoint_best", preset: str = "paper
         raise InputError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
     check_plans(src, preset)
     model = MoME(preset=preset, modalities=MODALITIES)
-    files = {"gate": src / f"{name}.pth"}
-    files.update({f"experts.{k}": src / f"{name}{k + 1}.pth" for k in range(len(MODALITIES))})
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
+    files = {"gate": src / f"{name}.pth"} | {f"experts.{k}": src / f"{name}{k + 1}.pth" for k in range(len(MODALITIES))}
+    if missing := [str(p) for p in files.values() if not p.is_file()]:
         raise InputError(f"missing official checkpoint file(s): {', '.join(missing)}")
     for prefix, path in files.items():
         module = model.get_submodule(prefix)
-        weights = load_nnunet_weights(path)
-        expected = module.state_dict()
+        weights, expected = load_nnunet_weights(path), module.state_dict()
         unexpected = sorted(set(weights) - set(expected))
         absent = sorted(set(expected) - set(weights))
         wrong = sorted(k for k in set(weights) & set(expected) if weights[k].shape != expected[k].shape)
@@ -124,21 +108,6 @@ def convert(src: str | Path, name: str = "checkpoint_best", preset: str = "paper
             raise InputError(f"{path} does not fit the '{preset}' preset {prefix}: " + "; ".join(details))
         module.load_state_dict(weights, strict=True)
     return model
-
-
-def record(preset: str) -> Record:
-    """The reference pipeline's preprocessing, as the converted weights' record."""
-    return Record(
-        network="MoME",
-        preset=preset,
-        modalities=list(MODALITIES),
-        num_classes=2,
-        gate_activation=None,
-        spacing=1.0,
-        register=True,
-        normalization="box",
-        patch_size=PATCH,
-    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
-    save_torch({"model": model.state_dict(), KEY: record(args.preset).state_dict()}, args.out)
+    record = Record(network="MoME", preset=args.preset, modalities=list(MODALITIES), num_classes=2, **REFERENCE)
+    save_torch({"model": model.state_dict(), KEY: record.state_dict()}, args.out)
     print(f"wrote {args.out}: gate + {len(model.experts)} experts ({args.preset} preset, box normalisation)")
 
 

@@ -1,11 +1,8 @@
 """Bad input is the user's to fix, so it gets one line, not a traceback.
 
-Every check on what a user gives the bundle (files, datalists, knobs) raises :class:`InputError` (or a subclass such
-as :class:`scripts.io.VolumeError`), with a message that names the file or key and says what was expected. MONAI's
-config parser wraps it in several layers of ``Failed to evaluate ConfigExpression``; the hook installed by
-:func:`one_line_errors` (the first step of every workflow's ``initialize``) finds it in the chain and prints it alone,
-with exit status 2. Any other error keeps its full traceback, and ``--debug True`` (or ``MOME_DEBUG=1``) keeps
-tracebacks for input errors too.
+Every check on user input raises :class:`InputError`, naming the file or key and what was expected. MONAI's config
+parser wraps it in ``Failed to evaluate ConfigExpression`` layers; :func:`one_line_errors` (first in each workflow's
+``initialize``) prints it alone, exit 2; other errors, and all with ``--debug True``/``MOME_DEBUG=1``, keep tracebacks.
 """
 
 from __future__ import annotations
@@ -13,8 +10,6 @@ from __future__ import annotations
 import os
 import sys
 from types import TracebackType
-
-__all__ = ["InputError", "input_error_in", "one_line_errors"]
 
 
 class InputError(ValueError):
@@ -36,8 +31,7 @@ def input_error_in(error: BaseException | None) -> BaseException | None:
 def _message(error: BaseException) -> str:
     text = str(error).strip()
     if "Original Traceback" in text:  # re-raised from a data-loader worker: the worker's own last line
-        last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last else last
+        text = text.splitlines()[-1].split(": ", 1)[-1]
     return text
 
 
@@ -52,10 +46,8 @@ def one_line_errors(debug: bool = False) -> bool:
     def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
         found = input_error_in(error)
         if found is None:
-            previous(kind, error, tb)
-            return
-        sys.stderr.write(f"error: {_message(found)}\n")
-        sys.stderr.flush()
+            return previous(kind, error, tb)
+        print(f"error: {_message(found)}", file=sys.stderr, flush=True)
         os._exit(2)  # no interpreter teardown: data-loader threads must not turn this into an abort
 
     hook.one_line_errors = True  # type: ignore[attr-defined]

@@ -1,19 +1,8 @@
 """Evaluation: the one place where Dice, HD95, gate usage and expert Dice are computed, and the tables and plots.
 
-Metrics are computed in each image's own space, as nnU-Net and the Model Zoo's evaluate configs do: the
-prediction is inverted to the native grid (``Invertd``) and compared with the label file as it is on disk, HD95 in
-millimetres from that grid's voxel sizes. ``configs/evaluate.json`` runs the network once per case with
-``with_aux=True`` (:class:`SplitOutputsd` separates the fused prediction, every expert's prediction and the gate
-usage), :class:`CaseMetricsd` scores the case and :class:`CaseRecorder` writes, once the evaluator is done:
-
-- ``cases.csv``: one row per image (dataset, modality, lesion type, subject, metrics);
-- ``summary.json``: Dice per (dataset, modality) task, per dataset, per modality and per lesion type; the
-  task-, dataset- and case-level averages; the gate-usage matrix and the expert-specialisation index;
-- ``radar.png`` (Dice by lesion type, modality and average) and ``gate_usage.png`` (input modality x expert).
-
-:func:`evaluate_folder` scores a folder of prediction files with the same functions (what the benchmarks and
-users with predictions from elsewhere call). Averages (the papers do not define them; ours): case level = mean over
-images; dataset level = mean of per-dataset means; task level = mean of per-(dataset, modality) means.
+Metrics are computed on each image's native grid, as nnU-Net and the Model Zoo's evaluate configs do: the prediction
+is inverted (``Invertd``) and compared with the label file on disk. Averages (the papers define none; ours): case
+level = mean over images; dataset level = mean of per-dataset means; task level = mean of per-(dataset, modality) means.
 """
 
 from __future__ import annotations
@@ -28,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.data import MetaTensor
+from monai.data import MetaTensor, affine_to_spacing
 from monai.metrics import compute_dice, compute_hausdorff_distance
 from monai.transforms import MapTransform
 
@@ -36,47 +25,24 @@ from scripts.atomic import atomic_path, save_json
 from scripts.io import read_volume, strip_suffix
 from scripts.mome import MODALITIES
 
-__all__ = [
-    "CaseMetricsd",
-    "CaseRecorder",
-    "SplitOutputsd",
-    "case_metrics",
-    "evaluate_folder",
-    "gate_usage",
-    "lesion_mask",
-    "radar_chart",
-    "read_cases",
-    "report",
-    "summarise",
-    "write_cases",
-]
-
 
 def lesion_mask(label: np.ndarray | torch.Tensor, values: Sequence[int] | None = None) -> np.ndarray:
     """Binary lesion mask of a dataset label map: ``values`` are lesion (e.g. ``[1]`` for WMH), else any non-zero."""
-    label = np.asarray(label)
-    return np.isin(label, values) if values else label > 0
+    return np.isin(label, values) if values else np.asarray(label) > 0
 
 
-def _spacing(affine: np.ndarray | torch.Tensor) -> list[float]:
-    return np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0).tolist()
-
-
-def case_metrics(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
-    """Lesion Dice and HD95 (mm) of two binary masks on one grid with voxel sizes ``spacing``.
-
-    Dice of two empty masks is 1; HD95 is NaN when either mask is empty (no surface to measure from).
-    """
-    p = torch.as_tensor(np.asarray(pred, bool))[None, None]
-    y = torch.as_tensor(np.asarray(label, bool))[None, None]
+def case_metrics(pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], hd95: bool = True) -> dict[str, float]:
+    """Lesion Dice (1 for two empty masks) and HD95 in mm (NaN if either mask is empty, or not ``hd95``: the
+    distance transforms cost far more than Dice, and the experts' rows report Dice only) of two masks on one grid."""
+    p, y = (torch.as_tensor(np.asarray(mask, bool))[None, None] for mask in (pred, label))
     if p.shape != y.shape:
         raise ValueError(f"prediction shape {tuple(p.shape[2:])} != label shape {tuple(y.shape[2:])}")
     p2, y2 = torch.cat([~p, p], 1).float(), torch.cat([~y, y], 1).float()
     dice = float(compute_dice(p2, y2, include_background=False, ignore_empty=False)[0, 0])
-    hd95 = float("nan")
-    if bool(p.any()) and bool(y.any()):
-        hd95 = float(compute_hausdorff_distance(p2, y2, percentile=95, spacing=[float(s) for s in spacing])[0, 0])
-    return {"dice": dice, "hd95": hd95}
+    distance = float("nan")
+    if hd95 and bool(p.any()) and bool(y.any()):
+        distance = float(compute_hausdorff_distance(p2, y2, percentile=95, spacing=[float(s) for s in spacing])[0, 0])
+    return {"dice": dice, "hd95": distance}
 
 
 def gate_usage(gate: torch.Tensor, brain: torch.Tensor, num_experts: int) -> list[float]:
@@ -92,11 +58,8 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 
 
 class SplitOutputsd(MapTransform):
-    """``pred`` as the network left it -> ``pred`` (class probabilities), ``experts`` (per-expert probabilities,
-    ``K*C`` channels) and ``gate_usage`` (computed here, in network space, inside the brain: image != 0).
-
-    A plain tensor (a single U-Net) gives ``pred`` alone.
-    """
+    """Network output -> ``pred`` (class probabilities), ``experts`` (per-expert probabilities, ``K*C`` channels) and
+    ``gate_usage`` (in network space, inside the brain: image != 0); a plain tensor (one U-Net) gives ``pred`` alone."""
 
     def __init__(self, keys: str = "pred", image_key: str = "image", num_experts: int = len(MODALITIES)) -> None:
         super().__init__(keys)
@@ -106,10 +69,9 @@ class SplitOutputsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             out = d[key]
+            d[key] = torch.softmax(out["logits"] if isinstance(out, Mapping) else out, 0)
             if not isinstance(out, Mapping):
-                d[key] = torch.softmax(out, 0)
                 continue
-            d[key] = torch.softmax(out["logits"], 0)
             experts, k = _plain(out["experts"]), self.num_experts
             # a MetaTensor, so that Invertd takes the image's transforms for it too
             d["experts"] = MetaTensor(torch.softmax(experts.unflatten(0, (k, -1)), 1).flatten(0, 1))
@@ -118,11 +80,8 @@ class SplitOutputsd(MapTransform):
 
 
 class CaseMetricsd(MapTransform):
-    """Score one case against its label file on the native grid: ``metrics`` = Dice, HD95 (mm), expert Dice.
-
-    ``pred`` (and ``experts``) must already be inverted to the image's own grid; the label is read from the file
-    the pipeline loaded it from, with the lesion values that :class:`scripts.data.transforms.LesionLabeld` recorded.
-    """
+    """``metrics`` (Dice, HD95, expert Dice) of ``pred`` and ``experts``, already inverted to the native grid, against
+    the label file, with the lesion values that :class:`scripts.data.transforms.LesionLabeld` recorded."""
 
     def __init__(self, keys: str = "pred", label_key: str = "label", num_experts: int = len(MODALITIES)) -> None:
         super().__init__(keys)
@@ -132,19 +91,17 @@ class CaseMetricsd(MapTransform):
         d = dict(data)
         meta = getattr(d[self.label_key], "meta", {})
         info, label = read_volume(meta["filename_or_obj"])
-        values = [int(v) for v in str(meta.get("lesion_values") or "").split(",") if v]
-        truth = lesion_mask(label, values)
-        spacing = _spacing(info.affine)
+        truth = lesion_mask(label, [int(v) for v in str(meta.get("lesion_values") or "").split(",") if v])
+        spacing = affine_to_spacing(info.affine, suppress_zeros=False)
         pred = torch.as_tensor(d[self.keys[0]]).argmax(0).cpu().numpy() > 0
-        metrics = case_metrics(pred, truth, spacing)
+        metrics = d["metrics"] = case_metrics(pred, truth, spacing)
         if "experts" in d:
             experts = torch.as_tensor(d["experts"]).unflatten(0, (self.num_experts, -1)).argmax(1).cpu().numpy() > 0
-            metrics["expert_dice"] = [case_metrics(e, truth, spacing)["dice"] for e in experts]
+            metrics["expert_dice"] = [case_metrics(e, truth, spacing, hd95=False)["dice"] for e in experts]
         if "gate_usage" in d:
             metrics["gate_usage"] = d["gate_usage"]
         image = getattr(d.get("image"), "meta", {}).get("filename_or_obj")
         metrics["image"] = str(Path(str(image)).resolve()) if image else None
-        d["metrics"] = metrics
         return d
 
 
@@ -169,41 +126,31 @@ class CaseRecorder:
 
 
 def _join(items: Sequence[Mapping], rows: Mapping[str, Mapping]) -> list[dict]:
-    """Datalist facts (dataset, modality, ...) + each image's metrics; an image without metrics is an error."""
     cases = []
     for item in items:
         key = str(Path(item["image"]).resolve())
         if key not in rows:
             raise KeyError(f"{item['image']} was not evaluated")
         m = rows[key]
-        cases.append(
-            {
-                "image": item["image"],
-                "subject": item.get("subject"),
-                "dataset": item.get("dataset", "unknown"),
-                "modality": item.get("modality"),
-                "lesion_type": item.get("lesion_type"),
-                "dice": m["dice"],
-                "hd95": m["hd95"],
-                "gate_usage": m.get("gate_usage"),
-                "expert_dice": m.get("expert_dice"),
-            }
-        )
+        case = {k: item.get(k) for k in ("image", "subject", "dataset", "modality", "lesion_type")}
+        case["dataset"] = item.get("dataset", "unknown")
+        case |= {"dice": m["dice"], "hd95": m["hd95"]}
+        cases.append(case | {k: m.get(k) for k in ("gate_usage", "expert_dice")})
     return cases
 
 
 def evaluate_folder(items: Sequence[Mapping], folder: str | Path, postfix: str = "seg") -> list[dict]:
     """Score prediction files ``<folder>/<image name>_<postfix>.nii.gz`` (native grid) against the items' labels."""
-    folder = Path(folder)
     rows = {}
     for item in items:
-        path = folder / f"{strip_suffix(item['image'])}_{postfix}.nii.gz"
+        path = Path(folder) / f"{strip_suffix(item['image'])}_{postfix}.nii.gz"
         info, pred = read_volume(path)
         linfo, label = read_volume(item["label"])
         if pred.shape != label.shape or not np.allclose(info.affine, linfo.affine, atol=1e-3):
             raise ValueError(f"{path} is not on the grid of its label {item['label']}")
         key = str(Path(item["image"]).resolve())
-        rows[key] = case_metrics(pred > 0, lesion_mask(label, item.get("label_values")), _spacing(linfo.affine))
+        spacing = affine_to_spacing(linfo.affine, suppress_zeros=False)
+        rows[key] = case_metrics(pred > 0, lesion_mask(label, item.get("label_values")), spacing)
     return _join(items, rows)
 
 
@@ -216,21 +163,16 @@ def summarise(cases: Sequence[Mapping], modalities: Sequence[str] = MODALITIES) 
     """Grouped Dice, the three averages, gate usage and the specialisation index from per-case rows."""
     modalities = list(modalities)
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    gate: dict[str, list[list[float]]] = defaultdict(list)
-    experts: dict[str, list[list[float]]] = defaultdict(list)
+    gate, experts = defaultdict(list), defaultdict(list)  # input modality -> per-case lists
     for c in cases:
         modality = c.get("modality") or "unknown"
-        for name, key in (
-            ("task", f"{c['dataset']}/{modality}"),
-            ("dataset", c["dataset"]),
-            ("modality", modality),
-            ("lesion_type", c.get("lesion_type") or "unknown"),
-        ):
+        keys = {"task": f"{c['dataset']}/{modality}", "dataset": c["dataset"], "modality": modality}
+        keys["lesion_type"] = c.get("lesion_type") or "unknown"
+        for name, key in keys.items():
             groups[name][key].append(c["dice"])
-        if c.get("gate_usage"):
-            gate[modality].append(c["gate_usage"])
-        if c.get("expert_dice"):
-            experts[modality].append(c["expert_dice"])
+        for key, per_modality in (("gate_usage", gate), ("expert_dice", experts)):
+            if c.get(key):
+                per_modality[modality].append(c[key])
     table = {name: {k: _mean(v) for k, v in sorted(g.items())} for name, g in groups.items()}
     usage = {m: [float(x) for x in np.mean(rows, axis=0)] for m, rows in sorted(gate.items())}
     return {
@@ -274,96 +216,69 @@ def write_cases(cases: Sequence[Mapping], path: str | Path, modalities: Sequence
 
 def read_cases(path: str | Path) -> list[dict]:
     """Rows of a ``cases.csv`` back as the dicts :func:`summarise` takes (how the benchmarks read evaluate.json)."""
-    def num(value: str) -> float:
-        return float(value) if value not in ("", "nan") else float("nan")
-
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
     cases = []
-    for r in rows:
-        gate = [num(v) for k, v in r.items() if k.startswith("gate_")]
-        experts = [num(v) for k, v in r.items() if k.startswith("dice_expert_")]
-        cases.append(
-            {
-                "image": r["image"],
-                "subject": r["subject"],
-                "dataset": r["dataset"],
-                "modality": None if r["modality"] == "unknown" else r["modality"],
-                "lesion_type": r["lesion_type"],
-                "dice": num(r["dice"]),
-                "hd95": num(r["hd95_mm"]),
-                "gate_usage": None if all(math.isnan(v) for v in gate) else gate,
-                "expert_dice": None if all(math.isnan(v) for v in experts) else experts,
-            }
-        )
+    with Path(path).open(newline="") as f:
+        for r in csv.DictReader(f):
+            case = {k: r[k] for k in ("image", "subject", "dataset", "modality", "lesion_type")}
+            case["modality"] = None if r["modality"] == "unknown" else r["modality"]
+            case |= {"dice": float(r["dice"] or "nan"), "hd95": float(r["hd95_mm"] or "nan")}
+            for key, prefix in (("gate_usage", "gate_"), ("expert_dice", "dice_expert_")):
+                values = [float(v or "nan") for k, v in r.items() if k.startswith(prefix)]
+                case[key] = None if all(math.isnan(v) for v in values) else values
+            cases.append(case)
     return cases
 
 
 def radar_chart(series: Mapping[str, Mapping], path: str | Path, title: str = "Dice") -> None:
     """Radar chart of Dice by lesion type, by modality and the three averages, one polygon per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     first = next(iter(series.values()))
-    axes = [("lesion_type", k) for k in first["dice"].get("lesion_type", {})]
-    axes += [("modality", k) for k in first["dice"].get("modality", {})]
+    axes = [(group, k) for group in ("lesion_type", "modality") for k in first["dice"].get(group, {})]
     axes += [("average", k) for k in ("task_level", "dataset_level", "case_level")]
     angles = np.linspace(0, 2 * np.pi, len(axes), endpoint=False).tolist()
-    fig, ax = plt.subplots(figsize=(7, 7), subplot_kw={"polar": True})
+    ax = Figure(figsize=(7, 7)).subplots(subplot_kw={"polar": True})
     for name, summary in series.items():
-        values = [
-            summary["average"][k] if group == "average" else summary["dice"][group].get(k, float("nan"))
-            for group, k in axes
-        ]
+        values = [summary["average"][k] if g == "average" else summary["dice"][g].get(k, math.nan) for g, k in axes]
         values = [0.0 if math.isnan(v) else v for v in values]
         ax.plot(angles + angles[:1], values + values[:1], label=name)
         ax.fill(angles + angles[:1], values + values[:1], alpha=0.1)
     ax.set_xticks(angles)
     ax.set_xticklabels([k.replace("_level", " avg") for _, k in axes], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
+    ax.set(ylim=(0, 1), title=title)
     ax.legend(loc="lower right", bbox_to_anchor=(1.25, -0.05), fontsize=8)
+    _save(ax.figure, path)
+
+
+def _save(fig, path: str | Path) -> None:
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
 
 
 def _gate_heatmap(summary: Mapping, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     usage = summary["gate_usage"]["by_input_modality"]
     if not usage:
         return
-    rows = list(usage)
-    data = np.array([usage[r] for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 1 + 0.5 * len(rows)))
+    data = np.array(list(usage.values()))
+    ax = Figure(figsize=(6, 1 + 0.5 * len(usage))).subplots()
     im = ax.imshow(data, vmin=0, vmax=max(0.5, float(data.max())), cmap="viridis")
     ax.set_xticks(range(data.shape[1]), summary["gate_usage"]["experts"])
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlabel("expert")
-    ax.set_ylabel("input modality")
-    for i in range(data.shape[0]):
-        for j in range(data.shape[1]):
-            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
-    fig.colorbar(im, ax=ax, label="share of |gate weight|")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    ax.set_yticks(range(len(usage)), list(usage))
+    ax.set(xlabel="expert", ylabel="input modality")
+    for (i, j), share in np.ndenumerate(data):
+        ax.text(j, i, f"{share:.2f}", ha="center", va="center", color="w", fontsize=8)
+    ax.figure.colorbar(im, ax=ax, label="share of |gate weight|")
+    _save(ax.figure, path)
 
 
 def report(
     output_dir: str | Path, cases: Sequence[Mapping], modalities: Sequence[str] = MODALITIES, name: str = "MoME"
 ) -> dict:
     """``cases.csv``, ``summary.json``, ``radar.png`` and ``gate_usage.png`` in ``output_dir`` from per-case rows."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(output_dir)  # made by the first write
     write_cases(cases, out / "cases.csv", modalities)
     summary = summarise(cases, modalities)
     save_json(summary, out / "summary.json")

@@ -9,29 +9,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.engines import IterationEvents
 from monai.handlers import CheckpointLoader, CheckpointSaver
-from monai.networks.utils import copy_model_state
 from torch import nn
 
 from scripts.atomic import save_torch
 from scripts.errors import InputError
-
-__all__ = [
-    "AtomicCheckpointSaver",
-    "BestModel",
-    "CurriculumHandler",
-    "GateGradientClipHandler",
-    "ResumeLoader",
-    "SkipNonFiniteSteps",
-    "curriculum_weight",
-    "load_expert_weights",
-    "load_model_weights",
-    "training_state",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -44,45 +31,32 @@ def curriculum_weight(epoch: int, max_epochs: int, power: float = 2.0) -> float:
 
 
 class CurriculumHandler:
-    """Sets ``loss.expert_weight`` at every epoch start, from expert specialisation to collaborative fusion.
-
-    The weight depends only on the trainer's epoch, so a resumed run continues the schedule where it stopped.
-    It is published as ``engine.state.metrics["curriculum_expert_weight"]`` (picked up by the stats, TensorBoard
-    and MLflow handlers) and logged.
-
-    Args:
-        loss: object with a settable ``expert_weight`` (a :class:`scripts.losses.MoMELoss`).
-        max_epochs: E in the schedule; defaults to the trainer's ``max_epochs``.
-        power: p in ``(1 - e/E)^p`` (2 in the current reference code, 3 in its first release).
-    """
+    """Sets ``loss.expert_weight`` (of a :class:`scripts.losses.MoMELoss`) to :func:`curriculum_weight` at every
+    epoch start, from expert specialisation to collaborative fusion. ``max_epochs`` defaults to the trainer's;
+    ``power`` is 2 in the current reference code, 3 in its first release. The weight depends only on the trainer's
+    epoch (a resumed run continues the schedule); it is logged and published as
+    ``engine.state.metrics["curriculum_expert_weight"]`` for the stats, TensorBoard and MLflow handlers."""
 
     def __init__(self, loss: nn.Module, max_epochs: int | None = None, power: float = 2.0) -> None:
         if power < 0:
             raise ValueError(f"curriculum power must be >= 0, got {power}")
-        self.loss = loss
-        self.max_epochs = max_epochs
-        self.power = power
+        self.loss, self.max_epochs, self.power = loss, max_epochs, power
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        max_epochs = self.max_epochs or engine.state.max_epochs
-        w = curriculum_weight(engine.state.epoch - 1, max_epochs, self.power)
-        self.loss.expert_weight = w
-        engine.state.metrics["curriculum_expert_weight"] = w
+        w = curriculum_weight(engine.state.epoch - 1, self.max_epochs or engine.state.max_epochs, self.power)
+        self.loss.expert_weight = engine.state.metrics["curriculum_expert_weight"] = w
         logger.info(f"epoch {engine.state.epoch}: curriculum expert weight {w:.4f}")
 
 
 class GateGradientClipHandler:
     """Clips the gating network's gradient norm after backward, as the reference does (experts are not clipped).
-
-    Works with AMP: the gradients are unscaled first, which ``GradScaler.step`` then skips.
-    """
+    With AMP the gradients are unscaled first, which ``GradScaler.step`` then skips."""
 
     def __init__(self, network: nn.Module, max_norm: float = 12.0) -> None:
-        self.network = network
-        self.max_norm = max_norm
+        self.network, self.max_norm = network, max_norm
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
@@ -95,11 +69,9 @@ class GateGradientClipHandler:
 
 
 class SkipNonFiniteSteps:
-    """Skips a training step whose loss or gradients are NaN/inf (as fp16 AMP's GradScaler does), so the weights
-    are never overwritten by a broken step; stops with a clear error after ``patience`` such steps in a row (the
-    stock trainer steps on, writing NaN weights). Seen on CPU: an occasional NaN weight gradient in an expert's
-    bottleneck convolution (2^3 voxels at a 32^3 patch), more often with bf16 or channels-last.
-    """
+    """Skips a training step whose loss or gradients are NaN/inf (as fp16 AMP's GradScaler does), and stops with a
+    clear error after ``patience`` such steps in a row (the stock trainer steps on, writing NaN weights). Seen on CPU:
+    an occasional NaN gradient in an expert's bottleneck conv (2^3 voxels at 32^3), more so with bf16/channels-last."""
 
     def __init__(self, patience: int = 5) -> None:
         self.patience, self.in_a_row, self.skipped = int(patience), 0, 0
@@ -108,8 +80,7 @@ class SkipNonFiniteSteps:
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        loss = engine.state.output["loss"]
-        finite = bool(torch.isfinite(loss).all())
+        finite = loss_finite = bool(torch.isfinite(engine.state.output["loss"]).all())
         # with fp16 AMP an inf gradient is the GradScaler's business: it skips that step and lowers its scale
         if finite and getattr(engine, "scaler", None) is None:
             grads = [p.grad for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -119,7 +90,7 @@ class SkipNonFiniteSteps:
             return
         self.in_a_row += 1
         self.skipped += 1
-        what = "loss" if not torch.isfinite(loss).all() else "gradient"
+        what = "gradient" if loss_finite else "loss"
         if self.in_a_row >= self.patience:
             raise FloatingPointError(
                 f"non-finite {what} in {self.in_a_row} steps in a row (iteration {engine.state.iteration}, epoch "
@@ -130,43 +101,31 @@ class SkipNonFiniteSteps:
         logger.warning(f"iteration {engine.state.iteration}: non-finite {what}, step skipped ({self.skipped} so far)")
 
 
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class _AtomicDiskSaver(BaseSaveHandler):
-    """Write each checkpoint to a temporary file and rename it into place."""
+    """Writes each checkpoint to a temporary file renamed into place, on rank 0 only (all ranks run the handlers)."""
 
     def __init__(self, dirname: str | os.PathLike, filename: str | None = None, key: str | None = None) -> None:
-        self.dirname = Path(dirname)
-        self.filename = filename
-        self.key = key
+        self.dirname, self.filename, self.key = Path(dirname), filename, key
 
+    @idist.one_rank_only()
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        if _rank() > 0:  # every rank runs the same handlers; only rank 0 writes
-            return
         if self.key is not None:  # Ignite stores a lone object's state dict bare; keep the bundle's {"model": ...}
             checkpoint = {self.key: checkpoint}
         save_torch(checkpoint, self.dirname / (self.filename or filename))
 
+    @idist.one_rank_only()
     def remove(self, filename: str) -> None:
-        if _rank() > 0:
-            return
         # a fixed name is replaced by the next save; removing it first would leave a window with no model at all
         if self.filename is None:
             (self.dirname / filename).unlink(missing_ok=True)
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` whose files are written atomically.
-
-    MONAI's own saver writes in place, so a crash or a concurrent reader (MONAI Label reloads ``model.pt`` when its
-    mtime changes) can see a truncated file, and with a fixed file name the old file is deleted before the new one
-    exists. Here a fixed name (``key_metric_filename``, ``final_filename``, and ``interval_filename`` for the
-    epoch-interval checkpoint) is always replaced in one rename. And a single saved object keeps its name
-    (``{"model": state_dict}``, the bundle convention) where Ignite would store the bare state dict.
-    """
+    """MONAI's ``CheckpointSaver`` writing atomically: MONAI's writes in place, so a crash or a concurrent reader
+    (MONAI Label reloads ``model.pt`` when its mtime changes) can see a truncated file, and a fixed file name is
+    deleted before the new file exists. Here a fixed name (``key_metric_filename``, ``final_filename``,
+    ``interval_filename`` for the epoch-interval checkpoint) is replaced in one rename, and a single saved object
+    keeps its name (``{"model": state_dict}``, the bundle convention)."""
 
     def __init__(self, *args, interval_filename: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -181,12 +140,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
 
 class BestModel:
-    """The best validation score so far, as part of the resumable training state.
-
-    Ignite's key-metric checkpoint keeps the score of the file it wrote only in memory, so after a resume the first
-    validation would replace ``model.pt`` even when it is worse. Saved and restored with the training state, the
-    saver compares against the score of the model on disk, and the evaluator reports the right best epoch.
-    """
+    """The best validation score so far, as part of the resumable training state: Ignite's key-metric checkpoint
+    keeps it only in memory, so after a resume the first validation would replace ``model.pt`` even when worse."""
 
     def __init__(self, evaluator: Engine, saver: CheckpointSaver) -> None:
         self.evaluator = evaluator
@@ -229,8 +184,7 @@ class ResumeLoader(CheckpointLoader):
         except Exception as e:
             why = " ".join(str(e).split())[:300]
             raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {why})") from e
-        missing = sorted(set(self.load_dict) - keys)
-        if missing:
+        if missing := sorted(set(self.load_dict) - keys):
             raise InputError(f"{path} lacks {missing}: not a training checkpoint of this bundle")
         max_epochs = engine.state.max_epochs
         super().__call__(engine)
@@ -261,28 +215,23 @@ def load_model_weights(network: nn.Module, path: str | os.PathLike, **knobs: Any
 
 
 def load_expert_weights(network: nn.Module, folder: str | os.PathLike) -> list[str]:
-    """Stage 1 -> stage 2 hand-over: load ``expert_<modality>.pt`` (from ``train_experts.json``) into each expert.
-
-    Unlike the reference, the 1x1x1 segmentation heads are loaded too (faster convergence; the reference starts
-    them from random). Experts without a file keep their initialisation, and say so; finding none is an error.
-    """
+    """Stage 1 -> 2 hand-over: load ``expert_<modality>.pt`` (from ``train_experts.json``) into each expert, with its
+    1x1x1 head (the reference starts those from random; loading them converges faster). Experts without a file keep
+    their initialisation, and say so; finding none is an error."""
     folder = Path(folder)
     model = getattr(network, "module", network)
     loaded = []
-    for k, modality in enumerate(model.modalities):
+    for modality, expert in zip(model.modalities, model.experts, strict=True):
         path = folder / f"expert_{modality}.pt"
         if not path.is_file():
             logger.warning(f"no stage-1 weights for the {modality} expert at {path}; it starts from scratch")
             continue
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
-        prefix = f"experts.{k}."
-        merged, updated, _ = copy_model_state(model, state, dst_prefix=prefix, inplace=False)
-        expected = [key for key in merged if key.startswith(prefix)]
-        if sorted(updated) != sorted(expected) or len(state) != len(expected):
-            wrong = sorted(set(expected) - set(updated))[:5] or sorted(set(state) - {k[len(prefix) :] for k in updated})
-            raise InputError(f"{path} does not fit the {modality} expert of this network: mismatched keys {wrong}")
-        model.load_state_dict(merged, strict=True)
+        try:
+            expert.load_state_dict(state.get("model", state), strict=True)
+        except RuntimeError as e:
+            why = " ".join(str(e).split())[:300]
+            raise InputError(f"{path} does not fit the {modality} expert of this network ({why})") from e
         loaded.append(modality)
     if not loaded:
         raise InputError(f"experts_from={folder}: no expert_<modality>.pt files for {model.modalities}")

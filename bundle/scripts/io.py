@@ -1,19 +1,16 @@
-"""Reading and checking volumes: the one place that knows image suffixes, reads a 3D volume completely and says
-in one sentence why a file cannot be used.
-
-The datalist CLI, the inference image list, the workflows' pipelines (:class:`LoadVolumed`) and the MONAI Label
-app all check through here, so a NIfTI, an NRRD and an MHA file get the same checks and the same messages. Every
-message starts with the file name. Headers are read without the voxels (:func:`read_header`), so the cheap checks
-(dimensions, sizes, voxel spacing, pixel type) come before any data is decompressed.
+"""Reading and checking volumes: the one place that knows image suffixes, reads a whole 3D volume and says in one
+sentence, starting with the file name, why a file cannot be used. Every entry point (datalist CLI, inference list,
+:class:`LoadVolumed`, MONAI Label app) checks through here; the header checks (:func:`read_header`) come first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Hashable
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -22,24 +19,6 @@ from monai.utils import ensure_tuple
 
 from scripts.errors import InputError
 
-__all__ = [
-    "MAX_AXIS",
-    "MAX_VOXELS",
-    "SUFFIXES",
-    "LoadVolumed",
-    "VolumeError",
-    "VolumeInfo",
-    "check_array",
-    "check_header",
-    "check_image",
-    "check_label",
-    "check_pair",
-    "has_image_suffix",
-    "read_header",
-    "read_volume",
-    "strip_suffix",
-]
-
 #: Image files the bundle and the app read (NIfTI through nibabel; NRRD and MetaImage through ITK).
 SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Header sizes beyond these are refused before any voxel is read (a 0.4 mm whole-head 7T scan is ~600^3).
@@ -47,8 +26,6 @@ MAX_AXIS = 2048
 MAX_VOXELS = 1024 * 1024 * 512
 #: Affines of an image and its label may differ by this much (mm, per matrix entry) and still be one grid.
 AFFINE_TOLERANCE = 1e-3
-
-_NIFTI = (".nii", ".nii.gz")
 
 
 class VolumeError(InputError):
@@ -78,10 +55,7 @@ def has_image_suffix(name: str | Path) -> bool:
 def strip_suffix(name: str | Path) -> str:
     """The file name without its image suffix (``case7_flair.nii.gz`` -> ``case7_flair``)."""
     name = Path(name).name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return next((name[: -len(s)] for s in SUFFIXES if name.lower().endswith(s)), name)
 
 
 def _one_line(error: BaseException) -> str:
@@ -101,21 +75,10 @@ def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(_NIFTI)
-
-
-def _exists(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise VolumeError(f"{path}: no such file")
-    if not has_image_suffix(path):
-        raise VolumeError(f"{path.name}: not an image file; expected one of {', '.join(SUFFIXES)}")
-    return path
+    return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
 def _nifti_header(path: Path) -> VolumeInfo:
-    import nibabel as nib
-
     img = nib.load(path)
     header = img.header
     zooms = tuple(float(z) for z in header.get_zooms()[:3])
@@ -138,14 +101,11 @@ def _itk_header(path: Path) -> VolumeInfo:
     n = io.GetNumberOfDimensions()
     shape = tuple(int(io.GetDimensions(i)) for i in range(n))
     spacing = tuple(float(io.GetSpacing(i)) for i in range(n))
-    origin = np.array([io.GetOrigin(i) for i in range(min(n, 3))] + [0.0] * max(0, 3 - n))
-    direction = np.eye(3)
-    for i in range(min(n, 3)):
-        column = io.GetDirection(i)
-        direction[: len(column[:3]), i] = column[:3]
+    m = min(n, 3)
     lps = np.eye(4)
-    lps[:3, :3] = direction @ np.diag((list(spacing[:3]) + [1.0] * 3)[:3])
-    lps[:3, 3] = origin
+    for i in range(m):
+        lps[:m, i] = np.asarray(io.GetDirection(i)[:m], float) * spacing[i]
+        lps[i, 3] = io.GetOrigin(i)
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # ITK's physical space is LPS; ours is RAS
     pixel = io.GetPixelTypeAsString(io.GetPixelType()).lower()
     component = io.GetComponentTypeAsString(io.GetComponentType()).lower()
@@ -155,7 +115,11 @@ def _itk_header(path: Path) -> VolumeInfo:
 
 def read_header(path: str | Path) -> VolumeInfo:
     """The header of an image file, without its voxels; unreadable files raise :class:`VolumeError`."""
-    path = _exists(path)
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError(f"{path}: no such file")
+    if not has_image_suffix(path):
+        raise VolumeError(f"{path.name}: not an image file; expected one of {', '.join(SUFFIXES)}")
     try:
         return _nifti_header(path) if _is_nifti(path) else _itk_header(path)
     except VolumeError:
@@ -196,13 +160,11 @@ def read_volume(path: str | Path) -> tuple[VolumeInfo, np.ndarray]:
     info = read_header(path)
     try:
         if _is_nifti(info.path):
-            import nibabel as nib
-
             array = np.asarray(nib.load(info.path).dataobj)
         else:
-            import itk
+            import itk  # slow to import, and only NRRD and MetaImage files need it
 
-            array = np.asarray(itk.array_view_from_image(itk.imread(str(info.path)))).transpose()
+            array = itk.array_from_image(itk.imread(str(info.path))).transpose()  # a copy: a view dies with the image
     except Exception as e:
         raise VolumeError(f"{info.name}: cannot be read as an image ({_one_line(e)})") from e
     return info, array.reshape(info.shape) if array.size == math.prod(info.shape) else array
@@ -215,10 +177,9 @@ def check_array(array: np.ndarray | torch.Tensor, name: str, what: str = "image"
         raise VolumeError(f"{name}: complex-valued {what}; expected a magnitude image")
     if values.dtype == torch.bool:
         values = values.to(torch.uint8)
-    if values.is_floating_point():
-        bad = int((~torch.isfinite(values)).sum())
-        if bad:
-            raise VolumeError(f"{name}: {bad} NaN or infinite voxels; expected finite intensities")
+    bad = int((~torch.isfinite(values)).sum()) if values.is_floating_point() else 0
+    if bad:
+        raise VolumeError(f"{name}: {bad} NaN or infinite voxels; expected finite intensities")
     if what == "image" and values.numel() and bool(values.min() == values.max()):
         raise VolumeError(f"{name}: every voxel is {float(values.flatten()[0]):g}; expected an MR image")
 
@@ -226,8 +187,7 @@ def check_array(array: np.ndarray | torch.Tensor, name: str, what: str = "image"
 def check_image(path: str | Path) -> VolumeInfo:
     """One readable 3D single-channel image with finite, non-constant intensities."""
     info = check_header(read_header(path))
-    _, array = read_volume(info.path)
-    check_array(array, info.name)
+    check_array(read_volume(info.path)[1], info.name)
     return info
 
 
@@ -240,11 +200,10 @@ def check_label(
     check_array(array, info.name, what="label")
     if (array < 0).any() or not np.array_equal(array, np.round(array)):
         raise VolumeError(f"{info.name}: label values must be non-negative integers (0 background, 1 lesion)")
-    if values is not None:
-        extra = sorted(set(np.unique(array).astype(int).tolist()) - set(values) - {0})
-        if extra:
-            expected = sorted({0, *values})
-            raise VolumeError(f"{info.name}: label values {extra} are not labels of this model; expected {expected}")
+    extra = [] if values is None else sorted(set(np.unique(array).astype(int).tolist()) - set(values) - {0})
+    if extra:
+        expected = sorted({0, *values})
+        raise VolumeError(f"{info.name}: label values {extra} are not labels of this model; expected {expected}")
     if image is not None:
         _same_grid(info, image if isinstance(image, VolumeInfo) else read_header(image))
     return info
@@ -254,8 +213,7 @@ def check_pair(image: str | Path, label: str | Path | None = None) -> VolumeInfo
     """Without reading voxels: the image is a usable 3D volume and its label (if any) is on the same grid."""
     info = check_header(read_header(image))
     if label is not None:
-        linfo = check_header(read_header(label), what="label")
-        _same_grid(linfo, info)
+        _same_grid(check_header(read_header(label), what="label"), info)
     return info
 
 
@@ -271,13 +229,9 @@ def _same_grid(label: VolumeInfo, image: VolumeInfo) -> None:
 
 
 class LoadVolumed(LoadImaged):
-    """MONAI's ``LoadImaged`` whose failures and bad images are a :class:`VolumeError` naming the file.
-
-    A reader's own exception (``EOFError`` from a truncated gzip stream, ITK's ``RuntimeError``) becomes one
-    sentence; then each key in ``check_keys`` (default: the first key, the image) is checked in memory: one
-    channel, three spatial axes, finite, not constant. Nothing is read twice. A subclass of ``LoadImaged``, so MONAI
-    Label's bundle task still recognises (and wraps) it as the loading step.
-    """
+    """``LoadImaged`` whose read failures (``EOFError``, ITK's ``RuntimeError``...) and bad images are a
+    :class:`VolumeError` naming the file. Each of ``check_keys`` (default: the image) is checked in memory: one channel,
+    three spatial axes, finite, not constant. A subclass, so MONAI Label still recognises it as the loading step."""
 
     def __init__(self, keys: KeysCollection, check_keys: KeysCollection | None = None, **kwargs) -> None:
         super().__init__(keys, **kwargs)
@@ -293,18 +247,12 @@ class LoadVolumed(LoadImaged):
         except VolumeError:
             raise
         except Exception as e:  # a damaged file raises whatever its reader raises
-            names = ", ".join(str(Path(str(data[k])).name) for k in self.key_iterator(dict(data)))
+            names = ", ".join(Path(str(d[k])).name for k in self.key_iterator(d))
             raise VolumeError(f"{names}: cannot be read as an image ({_one_line(e)})") from e
-        for key in self.check_keys:
-            if key in d:
-                _check_loaded(d[key], key)
+        for key in (k for k in self.check_keys if k in d):
+            name = Path(str(getattr(d[key], "meta", {}).get("filename_or_obj", key))).name
+            shape = tuple(d[key].shape)
+            if len(shape) != 4 or shape[0] != 1:
+                raise VolumeError(f"{name}: loaded as shape {shape}; expected one channel and three spatial axes")
+            check_array(d[key], name)
         return d
-
-
-def _check_loaded(x: torch.Tensor, key: Hashable) -> None:
-    meta = getattr(x, "meta", {})
-    name = Path(str(meta.get("filename_or_obj", key))).name
-    shape = tuple(x.shape)
-    if len(shape) != 4 or shape[0] != 1:
-        raise VolumeError(f"{name}: loaded as shape {shape}; expected one channel and three spatial axes")
-    check_array(x, name)

@@ -1,9 +1,7 @@
 """Checks on the configs' top-level knobs, run first in ``initialize``, before any data is read or network built.
 
-On the command line ``--register false`` arrives as the *string* ``"false"`` (Python Fire only knows ``False``),
-which is truthy; without these checks it would silently switch both preprocessing branches on. A negative epoch
-count or a patch the network cannot take would otherwise fail deep inside Ignite or the network.
-"""
+``--register false`` is the truthy *string* ``"false"`` to Python Fire, which would silently switch both
+preprocessing branches on; a negative epoch count or a bad patch would fail deep inside Ignite or the network."""
 
 from __future__ import annotations
 
@@ -12,25 +10,21 @@ from collections.abc import Sequence
 from scripts.errors import InputError
 from scripts.mome import PRESETS, preset_stride
 
-__all__ = ["check_bools", "check_inference", "check_training"]
-
 
 def check_bools(**knobs: object) -> bool:
-    bad = {name: value for name, value in knobs.items() if not isinstance(value, bool)}
-    if bad:
+    if bad := {name: value for name, value in knobs.items() if not isinstance(value, bool)}:
         listed = ", ".join(f"--{name} {value!r}" for name, value in bad.items())
         raise InputError(f"these options must be True or False (Python spelling, capitalised): {listed}")
     return True
 
 
+def _number(name: str, value: object, ok=lambda v: v > 0, what: str = "a number > 0") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise InputError(f"--{name} {value!r}: expected {what}")
+
+
 def _whole(name: str, value: object, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InputError(f"--{name} {value!r}: expected a whole number >= {least}")
-
-
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InputError(f"--{name} {value!r}: expected a number > 0")
+    _number(name, value, lambda v: isinstance(v, int) and v >= least, f"a whole number >= {least}")
 
 
 def _preset(preset: object) -> int:
@@ -45,8 +39,7 @@ def _size(name: str, value: object, stride: int, allow_none: bool = False) -> No
     sizes = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     if sizes is None or len(sizes) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
         raise InputError(f"--{name} {value!r}: expected three whole numbers, e.g. [128,128,128]")
-    bad = [s for s in sizes if s < stride or s % stride]
-    if bad:
+    if any(s < stride or s % stride for s in sizes):
         raise InputError(
             f"--{name} {sizes}: every size must be a positive multiple of {stride} (the network's stride for this "
             f"preset), e.g. {[max(stride, round(s / stride) * stride) for s in sizes]}"
@@ -78,10 +71,9 @@ def check_training(
     _whole("num_workers", num_workers, 0)
     if iterations_per_epoch is not None:
         _whole("iterations_per_epoch", iterations_per_epoch, 1)
-    _positive("learning_rate", learning_rate)
-    _positive("spacing", spacing)
-    if isinstance(cache_rate, bool) or not isinstance(cache_rate, (int, float)) or not 0 <= cache_rate <= 1:
-        raise InputError(f"--cache_rate {cache_rate!r}: expected a number between 0 and 1")
+    _number("learning_rate", learning_rate)
+    _number("spacing", spacing)
+    _number("cache_rate", cache_rate, lambda v: 0 <= v <= 1, "a number between 0 and 1")
     return True
 
 
@@ -89,7 +81,6 @@ def check_inference(preset: object, spacing: object, overlap: object, sw_roi_siz
     """The inference knobs are numbers the sliding window and the network can use."""
     stride = _preset(preset)
     _size("sw_roi_size", sw_roi_size, stride, allow_none=True)
-    _positive("spacing", spacing)
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise InputError(f"--overlap {overlap!r}: expected a number in [0, 1)")
+    _number("spacing", spacing)
+    _number("overlap", overlap, lambda v: 0 <= v < 1, "a number in [0, 1)")
     return True

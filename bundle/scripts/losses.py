@@ -1,31 +1,24 @@
 """MoME's training loss: deep-supervised Dice + CE on the routed expert and on the fused output, mixed by a
-curriculum weight that :class:`scripts.handlers.CurriculumHandler` sets at every epoch start.
-
-The modality of every sample arrives as an explicit integer index (into the network's ``modalities``), never parsed
-from a file name; ``-1`` marks an unknown modality, and such a sample is supervised through the fused output only.
-"""
+curriculum weight (:class:`scripts.handlers.CurriculumHandler`). Each sample's modality is an integer index into the
+network's ``modalities`` (never parsed from a file name); ``-1``, unknown, is supervised via the fused output only."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.data import MetaTensor
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from torch import nn
 
-__all__ = ["MoMELoss", "deep_supervision_weights", "prepare_batch", "seg_loss"]
-
 
 def deep_supervision_weights(levels: int) -> list[float]:
     """nnU-Net's weights: halve per level, lowest resolution unweighted, normalised ([8,4,2,1,0]/15 for 5)."""
     if levels < 1:
         raise ValueError(f"need at least one deep-supervision level, got {levels}")
-    weights = [0.5**i for i in range(levels)]
-    if levels > 1:
-        weights[-1] = 0.0
-    total = sum(weights)
-    return [w / total for w in weights]
+    weights = [0.5**i for i in range(levels - 1)] + [0.0 if levels > 1 else 1.0]
+    return [w / sum(weights) for w in weights]
 
 
 def seg_loss(levels: int) -> DeepSupervisionLoss:
@@ -37,15 +30,11 @@ def seg_loss(levels: int) -> DeepSupervisionLoss:
 
 
 class MoMELoss(nn.Module):
-    """``L = w * L_expert + (1 - w) * L_MoME`` per sample, averaged over the batch.
-
-    ``L_expert`` supervises, for each sample, only the expert of its modality; ``L_MoME`` supervises the fused
-    output. A sample of unknown modality contributes ``L_MoME`` alone. Terms with zero weight are not computed, so
-    at ``w = 1`` the gate and the non-routed experts receive no gradient at all.
-
-    The reference implementation sums ``L_expert`` over the batch; here both terms are batch means, so the
-    mix does not depend on the batch size (at the reference batch size of 2 its expert term is twice ours).
-    """
+    """``L = w * L_expert + (1 - w) * L_MoME`` per sample, averaged over the batch. ``L_expert`` supervises only the
+    expert of each sample's modality, ``L_MoME`` the fused output; a sample of unknown modality contributes ``L_MoME``
+    alone. Terms with zero weight are not computed (at ``w = 1`` the gate and the non-routed experts get no gradient).
+    The reference sums ``L_expert`` over the batch; here both terms are batch means, so the mix does not depend on the
+    batch size (at the reference's batch of 2 its expert term is twice ours)."""
 
     def __init__(self, levels: int, expert_weight: float = 1.0) -> None:
         super().__init__()
@@ -85,30 +74,18 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
-def prepare_image_label(
-    batchdata: Mapping[str, torch.Tensor],
-    device: str | torch.device | None = None,
-    non_blocking: bool = False,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare_image_label(batchdata: Mapping[str, Any], *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """Ignite ``prepare_batch`` for a plain U-Net and its loss: ``(image, label)`` as plain tensors (see below)."""
-    image, target = prepare_batch(batchdata, device, non_blocking, **kwargs)
+    image, target = prepare_batch(batchdata, *args, **kwargs)
     return image, target["label"]
 
 
 def prepare_batch(
-    batchdata: Mapping[str, torch.Tensor],
-    device: str | torch.device | None = None,
-    non_blocking: bool = False,
-    **kwargs,
+    batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Ignite ``prepare_batch`` for :class:`MoMELoss`: ``(image, {"label", "modality"})``.
-
-    A batch without a ``modality`` key (e.g. from MONAI Label, which passes only image and label) is treated as
-    unknown modality throughout.
-    """
-    # plain tensors: a MetaTensor copies its metadata (affine, the transforms applied) on every operation, which
-    # doubled the time of a small-preset training step on CPU
+    """Ignite ``prepare_batch`` for :class:`MoMELoss`: ``(image, {"label", "modality"})``; a batch without
+    ``modality`` (e.g. from MONAI Label, which passes only image and label) is of unknown modality throughout."""
+    # plain tensors: a MetaTensor copies its metadata on every operation, which doubled a small-preset CPU step's time
     image = _plain(batchdata["image"]).to(device=device, non_blocking=non_blocking, **kwargs)
     label = _plain(batchdata["label"]).to(device=device, non_blocking=non_blocking, **kwargs)
     modality = batchdata.get("modality")

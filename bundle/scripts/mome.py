@@ -1,12 +1,8 @@
-"""MoME: a mixture of modality experts for brain-lesion segmentation.
+"""MoME: a mixture of modality experts for brain-lesion segmentation (Zhang et al., MICCAI 2024).
 
-K expert U-Nets (one per MRI modality) each segment the same single-channel image; a gating U-Net looks at the
-image and at every expert's first encoder stage and emits, at every deep-supervision level, one weight per voxel,
-expert and class. The fused logits are the weighted sum of the experts' logits (Zhang et al., MICCAI 2024).
-
-All six networks are nnU-Net ``PlainConvUNet``s from dynamic-network-architectures, so official nnU-Net
-checkpoints load key for key (see ``convert_official.py``). The module knows nothing about files, losses or Ignite.
-"""
+K expert U-Nets (one per MRI modality) segment the same image; a gating U-Net sees the image and every expert's first
+encoder stage and weighs the experts' logits per voxel, expert, class and deep-supervision level. All are nnU-Net
+``PlainConvUNet``s, so official checkpoints load key for key (``convert_official.py``)."""
 
 from __future__ import annotations
 
@@ -20,14 +16,11 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-__all__ = ["MODALITIES", "PRESETS", "MoME", "UNet", "build_unet", "preset_of", "preset_stride"]
-
 #: Expert order of the reference implementation; the index of a modality here is its expert.
 MODALITIES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR", "DWI")
 
 #: Network shapes. ``paper`` is the published nnU-Net 3d_fullres plan (6 stages, 32-320 features, 128^3 patches);
-#: ``small`` keeps the same block design at a quarter of the width and one stage less, for CPUs and tests
-#: (stride product 16, so any patch that is a multiple of 16 works).
+#: ``small`` the same blocks at a quarter of the width and one stage less (stride 16), for CPUs and tests.
 PRESETS: dict[str, dict] = {
     "paper": {"features_per_stage": (32, 64, 128, 256, 320, 320), "strides": (1, 2, 2, 2, 2, 2)},
     "small": {"features_per_stage": (8, 16, 32, 64, 128), "strides": (1, 2, 2, 2, 2)},
@@ -35,10 +28,8 @@ PRESETS: dict[str, dict] = {
 
 
 class UNet(PlainConvUNet):
-    """nnU-Net's ``PlainConvUNet`` that returns deep supervision in ``train()`` mode and one tensor in ``eval()``.
-
-    Same parameters and state-dict keys as the stock class, so nnU-Net weights load unchanged.
-    """
+    """nnU-Net's ``PlainConvUNet`` (same state-dict keys, so its weights load unchanged) that returns deep
+    supervision in ``train()`` mode and one tensor in ``eval()``."""
 
     def train(self, mode: bool = True) -> UNet:
         super().train(mode)
@@ -46,8 +37,7 @@ class UNet(PlainConvUNet):
         return self
 
     def forward(self, x: torch.Tensor, with_aux: bool = False):
-        """As the stock class; ``with_aux`` is accepted (and ignored: one U-Net has no gate or experts) so that
-        evaluation calls a single U-Net and MoME alike."""
+        """``with_aux`` is ignored (no gate or experts), so that evaluation calls a U-Net and MoME alike."""
         return super().forward(x)
 
 
@@ -57,10 +47,9 @@ def build_unet(in_channels: int = 1, num_classes: int = 2, preset: str = "small"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     shape = PRESETS[preset]
-    n_stages = len(shape["features_per_stage"])
     net = UNet(
         input_channels=in_channels,
-        n_stages=n_stages,
+        n_stages=len(shape["features_per_stage"]),
         features_per_stage=shape["features_per_stage"],
         conv_op=nn.Conv3d,
         kernel_sizes=3,
@@ -92,39 +81,24 @@ def preset_of(state_dict: dict) -> str:
     for name, shape in PRESETS.items():
         widths = shape["features_per_stage"]
         first, last = state_dict.get(stage.format(0)), state_dict.get(stage.format(len(widths) - 1))
-        deeper = stage.format(len(widths)) in state_dict
-        if (
-            first is not None
-            and last is not None
-            and not deeper
-            and (first.shape[0], last.shape[0])
-            == (
-                widths[0],
-                widths[-1],
-            )
-        ):
+        if first is None or last is None or stage.format(len(widths)) in state_dict:
+            continue
+        if (first.shape[0], last.shape[0]) == (widths[0], widths[-1]):
             return name
     raise ValueError("state dict matches no MoME preset (" + ", ".join(PRESETS) + ")")
 
 
 class MoME(nn.Module):
-    """K modality experts fused voxel-wise by a hierarchical gate.
+    """K modality experts fused voxel-wise by a hierarchical gate: one expert per entry of ``modalities``, in that
+    order (the loss routes samples by index into it); ``num_classes`` includes the background.
 
-    Args:
-        preset: key of :data:`PRESETS`.
-        modalities: one expert per entry, in this order (the loss routes samples by index into it).
-        num_classes: output classes including background.
-        in_channels: image channels (1: MoME takes one image of any modality).
-        gate_activation: ``None`` keeps the gate's raw weights (as published, needed for official weights);
-            ``"softmax"`` normalises them over experts, per class and voxel.
-        dropout: channel dropout on every encoder skip before the decoders; off in ``eval()`` unless a caller
-            switches the ``nn.Dropout3d`` modules back to train mode (MC-dropout).
+    ``gate_activation=None`` keeps the gate's raw weights (as published, needed for official weights); ``"softmax"``
+    normalises them over experts, per class and voxel. ``dropout``: channel dropout on every encoder skip, off in
+    ``eval()`` unless a caller switches the ``nn.Dropout3d`` modules back to train mode (MC-dropout).
 
-    ``train()`` mode returns ``{"fused": [levels], "experts": [[levels] per expert]}`` with deep-supervision levels
-    highest resolution first. ``eval()`` mode returns one tensor, the fused logits at input resolution, or with
-    ``with_aux=True`` a dict adding the gate weights and expert logits at full resolution (``B, K*C, ...``),
-    computed in the same forward.
-    """
+    ``train()`` returns ``{"fused": [levels], "experts": [[levels] per expert]}``, highest resolution first.
+    ``eval()`` returns the fused logits, or with ``with_aux=True`` a dict adding the gate weights and expert logits
+    (``B, K*C, ...``), all at input resolution."""
 
     def __init__(
         self,
@@ -136,8 +110,7 @@ class MoME(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        self.stride = preset_stride(preset)  # checks the preset
         if gate_activation not in (None, "softmax"):
             raise ValueError(f"gate_activation must be None or 'softmax', got {gate_activation!r}")
         if not 0.0 <= dropout < 1.0:
@@ -145,10 +118,7 @@ class MoME(nn.Module):
         self.modalities = tuple(modalities)
         if len(self.modalities) < 1:
             raise ValueError("MoME needs at least one expert modality")
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.gate_activation = gate_activation
-        self.stride = preset_stride(preset)
+        self.num_classes, self.in_channels, self.gate_activation = num_classes, in_channels, gate_activation
         k = len(self.modalities)
         self.experts = nn.ModuleList(build_unet(in_channels, num_classes, preset) for _ in range(k))
         stem = PRESETS[preset]["features_per_stage"][0]
@@ -164,8 +134,7 @@ class MoME(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"MoME expects a (batch, {self.in_channels}, D, H, W) image, got shape {tuple(x.shape)}")
-        bad = [s for s in x.shape[2:] if s % self.stride]
-        if bad:
+        if any(s % self.stride for s in x.shape[2:]):
             raise ValueError(
                 f"spatial size {tuple(x.shape[2:])} must be divisible by the network's stride product "
                 f"{self.stride} in every dimension (pad or choose a patch size that is a multiple of {self.stride})"
@@ -203,24 +172,19 @@ class MoME(nn.Module):
         return {"fused": fused, "experts": experts}
 
     def _forward_lean(self, x: torch.Tensor, with_aux: bool) -> torch.Tensor | dict:
-        """The same function as the training forward at full resolution, holding one expert's features at a time.
-
-        The gate's first convolution is linear in its input channels, so ``conv(cat(x, F_1..F_K))`` is accumulated
-        as ``conv_x(x) + sum_k conv_k(F_k)`` right after each expert's encoder, and neither the
-        ``1 + K*features`` channel gate input nor all experts' skips are ever in memory together.
-        """
+        """The training forward at full resolution, holding one expert's features at a time: the gate's first conv
+        is linear in its inputs, so ``conv(cat(x, F_1..F_K))`` is accumulated as ``conv_x(x) + sum_k conv_k(F_k)``
+        after each expert's encoder; the ``1 + K*features`` channel gate input is never built."""
         block = self.gate.encoder.stages[0][0]  # stage 0 of the gate: its StackedConvBlocks (no pooling)
-        first = block.convs[0]
-        weight, c = first.conv.weight, self.in_channels
-        conv = functools.partial(
-            F.conv3d, stride=first.conv.stride, padding=first.conv.padding, dilation=first.conv.dilation
-        )
-        acc = conv(x, weight[:, :c], first.conv.bias)
+        first, c = block.convs[0], self.in_channels
+        gconv = first.conv
+        conv = functools.partial(F.conv3d, stride=gconv.stride, padding=gconv.padding, dilation=gconv.dilation)
+        acc = conv(x, gconv.weight[:, :c], gconv.bias)
         logits = []
         for expert in self.experts:
             skips = expert.encoder(x)
             width = skips[0].shape[1]
-            acc.add_(conv(skips[0], weight[:, c : c + width]))
+            acc.add_(conv(skips[0], gconv.weight[:, c : c + width]))
             c += width
             logits.append(self._decode(expert, skips)[0])
             del skips
@@ -231,6 +195,4 @@ class MoME(nn.Module):
             gate_skips.append(h)
         weights = self.gate_weights(self._decode(self.gate, gate_skips)[0])
         fused = self.fuse(weights, logits)
-        if not with_aux:
-            return fused
-        return {"logits": fused, "gate": weights, "experts": torch.cat(logits, dim=1)}
+        return {"logits": fused, "gate": weights, "experts": torch.cat(logits, dim=1)} if with_aux else fused

@@ -1,10 +1,8 @@
 """Reduced precision only where the hardware has it.
 
-bfloat16 autocast on a CPU without native bf16 arithmetic (AVX-512 BF16 or AMX) is emulated and 30-90x slower than
-float32 (measured on an AVX2-only AMD EPYC: one Conv3d 8->16 on 48^3, 0.18 s in fp32, 5.4 s under bf16). So a
-``bf16: true`` knob means "bf16 where it is native": elsewhere it logs one line and stays in float32. ``"force"``
-turns it on anyway, for experiments.
-"""
+bfloat16 autocast on a CPU without native bf16 (AVX-512 BF16 or AMX) is emulated and 30-90x slower than float32
+(AVX2-only AMD EPYC: one Conv3d 8->16 on 48^3, 0.18 s in fp32, 5.4 s under bf16). So ``bf16: true`` means "bf16
+where native": elsewhere one log line and float32. ``"force"`` turns it on anyway, for experiments."""
 
 from __future__ import annotations
 
@@ -12,8 +10,6 @@ import functools
 import logging
 
 import torch
-
-__all__ = ["BF16_CHOICES", "bf16_autocast", "cpu_capability", "native_bf16"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +20,9 @@ BF16_CHOICES = (False, True, "force")
 @functools.cache
 def cpu_capability() -> str:
     """What PyTorch's CPU kernels were dispatched to (``AVX2``, ``AVX512``, ...), plus native bf16 units if any."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    extras = [name for name, probe in (("AVX512_BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
-              if getattr(torch.cpu, probe, lambda: False)()]  # fmt: skip
-    return "+".join([capability, *extras])
+    probes = {"AVX512_BF16": "_is_avx512_bf16_supported", "AMX": "_is_amx_tile_supported"}
+    extras = [name for name, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()]
+    return "+".join([torch.backends.cpu.get_cpu_capability(), *extras])
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -35,9 +30,7 @@ def native_bf16(device: torch.device | str) -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return "AVX512_BF16" in cpu_capability() or "AMX" in cpu_capability()
-    return False
+    return device.type == "cpu" and any(unit in cpu_capability() for unit in ("AVX512_BF16", "AMX"))
 
 
 @functools.cache
@@ -52,12 +45,9 @@ def bf16_autocast(requested: bool | str, device: torch.device | str) -> bool:
     """Whether to run under bfloat16 autocast for a ``bf16`` knob value on ``device``."""
     if requested not in BF16_CHOICES:
         raise ValueError(f"bf16 must be True, False or 'force', got {requested!r}")
-    if requested == "force":
-        return True
-    if not requested:
-        return False
-    device = torch.device(device)
+    if requested == "force" or not requested:
+        return bool(requested)
     if native_bf16(device):
         return True
-    _warn_once(device.type)
+    _warn_once(torch.device(device).type)
     return False

@@ -1,12 +1,7 @@
-"""Weights that describe themselves: what a network needs to be served, stored in ``model.pt`` beside the weights.
+"""Weights that describe themselves: ``model.pt`` is ``{"model": state_dict, "mome": record}``.
 
-``model.pt`` is ``{"model": state_dict, "mome": record}``; the record says which network (``MoME`` or a single
-``UNet``), preset, modalities, classes, gate activation, spacing, registration, normalisation and training patch the
-weights were made with. Inference, evaluation and the MONAI Label app take those knobs from it, so weights serve with
-no flags; a knob given on the command line (or in ``--conf``) that contradicts the record is refused with both
-values. Files without a record (older ones, other tools' ``{"model": ...}``) still load with the knobs given, and
-their preset is read from the tensor shapes.
-"""
+The record (:data:`FIELDS`) is what the weights were made with: inference, evaluation and MONAI Label take those
+knobs from it and refuse a contradicting one. Files without one load with the knobs given (preset from shapes)."""
 
 from __future__ import annotations
 
@@ -19,28 +14,20 @@ import torch
 
 from scripts.errors import InputError
 
-__all__ = ["FIELDS", "KEY", "NORMALIZATIONS", "Record", "check", "read", "value"]
-
-#: Key of the record in ``model.pt``.
 KEY = "mome"
-#: What a record holds.
 FIELDS = (
     "network", "preset", "modalities", "num_classes", "gate_activation",
     "spacing", "register", "normalization", "patch_size",
 )  # fmt: skip
-#: ``brain``: z-score inside the brain (non-zero voxels); ``box``: over the whole crop box, background included (the
-#: reference pipeline's nnU-Net plan, so what the official weights were trained with).
+#: z-score over the brain (non-zero voxels) or the whole crop box (the reference's plan: the official weights').
 NORMALIZATIONS = ("brain", "box")
-#: The knobs whose value must agree with the record (the others only describe the weights).
-CHECKED = ("preset", "modalities", "gate_activation", "spacing", "register", "normalization")
 
 
 class Record:
     """The record as an object with ``state_dict``, so MONAI's checkpoint saver writes it next to the weights."""
 
     def __init__(self, **fields: Any) -> None:
-        unknown = sorted(set(fields) - set(FIELDS))
-        if unknown:
+        if unknown := sorted(set(fields) - set(FIELDS)):
             raise ValueError(f"unknown record field(s) {unknown}; expected {FIELDS}")
         if fields.get("normalization") not in (None, *NORMALIZATIONS):
             raise InputError(f"--normalization {fields['normalization']!r}: expected one of {NORMALIZATIONS}")
@@ -62,8 +49,7 @@ def _plain(v: Any) -> Any:
 
 
 def read(path: str | Path | None) -> dict | None:
-    """The record of a weights file; for a file without one, ``{"preset": <from the tensor shapes>}``; ``None``
-    when there is no file (training will make it, or inference will say it is missing)."""
+    """The record of a weights file; without one ``{"preset": <from the tensor shapes>}``; ``None`` for no file."""
     if path is None or not Path(path).is_file():
         return None
     try:
@@ -77,9 +63,8 @@ def read(path: str | Path | None) -> dict | None:
         return dict(ckpt[KEY])
     from scripts.mome import preset_of
 
-    state = ckpt.get("model", ckpt)
     try:
-        return {"preset": preset_of(state)}
+        return {"preset": preset_of(ckpt.get("model", ckpt))}
     except ValueError:
         return {}
 

@@ -1,23 +1,8 @@
 """Public-dataset converters: find every (subject, modality) image with its lesion label in a dataset's own layout.
 
-Each converter returns datalist items ``{image, label, modality, dataset, lesion_type, subject}`` (plus
-``label_values`` where only some label values are lesion). The binary lesion rule per dataset:
-
-==============  ===========================================================================================
-BraTS 2021      whole tumour: labels 1 (necrosis), 2 (oedema), 4 (enhancing) are lesion
-BraTS 2023      (``BraTS-GLI/MET/MEN/PED/SSA-*``, incl. BraTS-METS) whole tumour: labels 1, 2, 3 are lesion
-ATLAS v2.0      the T1 lesion mask (non-zero); only ``Training`` has masks
-ISLES 2022      the infarct mask (non-zero) on the DWI grid; ADC is not one of our modalities and the FLAIR
-                is on its own grid (the mask does not fit it), so neither is listed
-MSSEG 2016      the consensus mask; the proton-density (DP) image is not one of our modalities
-WMH 2017        label 1 (white-matter hyperintensity) only; label 2 ("other pathology") is background unless
-                ``wmh_other="lesion"``
-nnU-Net folder  ``dataset.json`` + ``imagesTr/<case>_<XXXX>.nii.gz`` + ``labelsTr/<case>.nii.gz``; channel names
-                give the modality; every non-zero label is lesion
-CSV             columns ``image,label[,modality,subject,dataset,lesion_type]``; relative paths are relative to
-                the CSV file
-==============  ===========================================================================================
-"""
+Items ``{image, label, modality, dataset, lesion_type, subject}``, plus ``label_values`` (the lesion values) where
+not every non-zero value is: BraTS 2021 1, 2, 4, BraTS 2023 1, 2, 3 (whole tumour), WMH 2017 1 (2, "other pathology",
+with ``other="lesion"``). Not listed: ISLES 2022 ADC and FLAIR (own grid, no mask), MSSEG 2016 proton density."""
 
 from __future__ import annotations
 
@@ -29,23 +14,14 @@ from pathlib import Path
 
 from scripts.data.modality import canonical_modality
 
-__all__ = ["CONVERTERS", "atlas2", "brats", "csv_table", "isles2022", "msseg2016", "nnunet_folder", "wmh2017"]
-
 Item = dict
 
 
 def _item(image: Path, label: Path, modality: str | None, dataset: str, lesion_type: str, subject: str, **extra):
     if not label.is_file():
         raise FileNotFoundError(f"no label for image {image}: expected {label}")
-    return {
-        "image": str(image),
-        "label": str(label),
-        "modality": modality,
-        "dataset": dataset,
-        "lesion_type": lesion_type,
-        "subject": subject,
-        **extra,
-    }
+    fields = {"image": str(image), "label": str(label), "modality": modality, "dataset": dataset}
+    return {**fields, "lesion_type": lesion_type, "subject": subject, **extra}
 
 
 def _need(items: list[Item], root: Path, what: str) -> list[Item]:
@@ -73,23 +49,21 @@ def brats(root: str | Path) -> list[Item]:
     for folder in sorted(p for p in root.rglob("BraTS*") if p.is_dir()):
         name = folder.name
         if re.fullmatch(r"BraTS2021_\d+", name):
-            dataset, lesion, values = "BraTS2021", "glioma", [1, 2, 4]
-            files, seg = {f"{name}_{s}.nii.gz": m for s, m in _BRATS21.items()}, folder / f"{name}_seg.nii.gz"
+            dataset, lesion, values, sep, suffixes = "BraTS2021", "glioma", [1, 2, 4], "_", _BRATS21
         elif m := re.fullmatch(r"BraTS-([A-Z]{3})-\d+-\d+", name):
-            kind = m.group(1)
-            dataset, lesion, values = f"BraTS2023-{kind}", _BRATS23_TYPES.get(kind, "tumour"), [1, 2, 3]
-            files, seg = {f"{name}-{s}.nii.gz": mod for s, mod in _BRATS23.items()}, folder / f"{name}-seg.nii.gz"
+            lesion = _BRATS23_TYPES.get(m[1], "tumour")
+            dataset, values, sep, suffixes = f"BraTS2023-{m[1]}", [1, 2, 3], "-", _BRATS23
         else:
             continue
-        for file, modality in files.items():
-            if (folder / file).is_file():
-                items.append(_item(folder / file, seg, modality, dataset, lesion, name, label_values=values))
+        for suffix, modality in suffixes.items():
+            if (image := folder / f"{name}{sep}{suffix}.nii.gz").is_file():
+                seg = folder / f"{name}{sep}seg.nii.gz"
+                items.append(_item(image, seg, modality, dataset, lesion, name, label_values=values))
     return _need(items, root, "BraTS subject folders (BraTS2021_NNNNN or BraTS-XXX-NNNNN-NNN) with images")
 
 
 def atlas2(root: str | Path) -> list[Item]:
-    """ATLAS v2.0 BIDS: ``sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz`` and the lesion mask
-    ``..._label-L_desc-T1lesion_mask.nii.gz`` beside it."""
+    """ATLAS v2.0 BIDS (only ``Training`` has masks): ``sub-*_T1w.nii.gz``, ``..._desc-T1lesion_mask.nii.gz`` beside."""
     root = _root(root)
     search = root / "Training" if (root / "Training").is_dir() else root
     items = []
@@ -106,8 +80,7 @@ def isles2022(root: str | Path) -> list[Item]:
     items = []
     for image in sorted(p for p in root.rglob("sub-*_dwi.nii.gz") if "derivatives" not in p.parts):
         subject, session = image.parts[-4], image.parts[-3]
-        base = image.parents[3]  # the dataset root that holds sub-*/ and derivatives/
-        label = base / "derivatives" / subject / session / f"{subject}_{session}_msk.nii.gz"
+        label = image.parents[3] / "derivatives" / subject / session / f"{subject}_{session}_msk.nii.gz"
         items.append(_item(image, label, "DWI", "ISLES2022", "stroke_acute", subject))
     return _need(items, root, "ISLES 2022 DWI images (sub-*/ses-*/dwi/*_dwi.nii.gz)")
 
@@ -116,20 +89,16 @@ _MSSEG = (("GADO", "T1c"), ("FLAIR", "FLAIR"), ("T1", "T1"), ("T2", "T2"))  # fi
 
 
 def msseg2016(root: str | Path) -> list[Item]:
-    """MSSEG 2016: ``<Centre>/<Patient>/Preprocessed_Data/{FLAIR,T1,GADO,T2,DP}_preprocessed.nii.gz``,
-    ``Masks/Consensus.nii.gz``."""
+    """MSSEG 2016: ``<Centre>/<Patient>/{Preprocessed_Data/<FLAIR|T1|GADO|T2|DP>*,Masks/Consensus}.nii.gz``."""
     root = _root(root)
     items = []
     for pre in sorted(root.rglob("Preprocessed_Data")):
         patient = pre.parent
-        subject = f"{patient.parent.name}_{patient.name}"
+        subject, label = f"{patient.parent.name}_{patient.name}", patient / "Masks" / "Consensus.nii.gz"
         for image in sorted(pre.glob("*.nii*")):
             stem = image.name.split(".")[0].upper()
-            modality = next((mod for key, mod in _MSSEG if key in stem), None)
-            if modality is None:  # DP (proton density) and anything else we do not model
-                continue
-            label = patient / "Masks" / "Consensus.nii.gz"
-            items.append(_item(image, label, modality, "MSSEG2016", "ms", subject))
+            if modality := next((mod for key, mod in _MSSEG if key in stem), None):  # not DP (proton density)
+                items.append(_item(image, label, modality, "MSSEG2016", "ms", subject))
     return _need(items, root, "MSSEG 2016 Preprocessed_Data folders with images")
 
 
@@ -142,13 +111,10 @@ def wmh2017(root: str | Path, other: str = "background") -> list[Item]:
     items = []
     for pre in sorted(p for p in root.rglob("pre") if p.is_dir()):
         case = pre.parent
-        subject = f"{case.parent.name}_{case.name}"
-        for name, modality in (("FLAIR", "FLAIR"), ("T1", "T1")):
-            image = pre / f"{name}.nii.gz"
-            if image.is_file():
-                items.append(
-                    _item(image, case / "wmh.nii.gz", modality, "WMH2017", "wmh", subject, label_values=values)
-                )
+        subject, label = f"{case.parent.name}_{case.name}", case / "wmh.nii.gz"
+        for modality in ("FLAIR", "T1"):
+            if (image := pre / f"{modality}.nii.gz").is_file():
+                items.append(_item(image, label, modality, "WMH2017", "wmh", subject, label_values=values))
     return _need(items, root, "WMH 2017 cases (<site>/<id>/pre/FLAIR.nii.gz)")
 
 
@@ -185,8 +151,7 @@ def csv_table(path: str | Path) -> list[Item]:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{path}: no rows")
-    missing = {"image", "label"} - set(rows[0])
-    if missing:
+    if missing := {"image", "label"} - set(rows[0]):
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {sorted(rows[0])}")
     items = []
     for n, row in enumerate(rows, start=2):
@@ -200,13 +165,6 @@ def csv_table(path: str | Path) -> list[Item]:
     return items
 
 
-#: CLI flag -> converter.
-CONVERTERS: dict[str, Callable[..., list[Item]]] = {
-    "brats": brats,
-    "atlas": atlas2,
-    "isles": isles2022,
-    "msseg": msseg2016,
-    "wmh": wmh2017,
-    "folder": nnunet_folder,
-    "csv": csv_table,
-}
+CONVERTERS: dict[str, Callable[..., list[Item]]] = dict(
+    brats=brats, atlas=atlas2, isles=isles2022, msseg=msseg2016, wmh=wmh2017, folder=nnunet_folder, csv=csv_table
+)

@@ -1,15 +1,7 @@
 """Build one MONAI (decathlon-style) datalist from the datasets a lab already has.
 
-Run from ``bundle/``::
-
-    python -m scripts.data.datalist --out datalist.json [--brats DIR] [--atlas DIR] [--isles DIR] [--msseg DIR]
-        [--wmh DIR] [--folder DIR] [--csv FILE] [--phantoms DIR] [--seed 0] [--val 0.2] [--test 0.2]
-        [--holdout DATASET ...]
-
-One item per (subject, modality) image: ``{image, label, modality, dataset, lesion_type, subject}``. Splits are by
-subject within each dataset (no subject in two splits), deterministic for a seed. Every image and label is read
-once to check it; the datalist is written atomically, or not at all if anything is wrong.
-"""
+One item per (subject, modality) image; splits by subject within each dataset, deterministic for a seed. Every
+image and label is read once to check it; the datalist is written atomically, or not at all (``--help``)."""
 
 from __future__ import annotations
 
@@ -28,35 +20,21 @@ from scripts.data.modality import canonical_modality
 from scripts.errors import InputError
 from scripts.io import check_image, check_label, check_pair
 
-__all__ = ["PHANTOM_FOLDERS", "build", "check_item", "load", "main", "split"]
-
 SPLITS = ("training", "validation", "test")
 #: Where ``python -m phantoms`` puts each imitated dataset inside its output folder.
-PHANTOM_FOLDERS = {
-    "brats": ("brats2021", "brats_mets"),
-    "atlas": ("atlas2",),
-    "isles": ("isles2022",),
-    "msseg": ("msseg2016",),
-    "wmh": ("wmh2017",),
-}
-
-
-def check_item(item: Item) -> None:
-    """The image and its label exist, are readable, 3D, and share one grid (shape and affine)."""
-    image = check_image(item["image"])
-    check_label(item["label"], image)
+PHANTOM_FOLDERS = dict(
+    brats=("brats2021", "brats_mets"), atlas=("atlas2",), isles=("isles2022",), msseg=("msseg2016",), wmh=("wmh2017",)
+)
 
 
 def split(items: list[Item], val: float, test: float, seed: int, holdout: tuple[str, ...] = ()) -> dict:
     """Assign whole subjects to splits, per dataset, in the given ratios; ``holdout`` datasets go to test only."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"split ratios must be >= 0 and sum to < 1, got val={val} test={test}")
-    subjects: dict[str, list[str]] = defaultdict(list)
+    subjects: dict[str, set[str]] = defaultdict(set)
     for item in items:
-        if item["subject"] not in subjects[item["dataset"]]:
-            subjects[item["dataset"]].append(item["subject"])
-    unknown = set(holdout) - set(subjects)
-    if unknown:
+        subjects[item["dataset"]].add(item["subject"])
+    if unknown := set(holdout) - set(subjects):
         raise ValueError(f"--holdout {sorted(unknown)}: no such dataset; found {sorted(subjects)}")
     where: dict[tuple[str, str], str] = {}
     for dataset, ids in subjects.items():
@@ -65,35 +43,23 @@ def split(items: list[Item], val: float, test: float, seed: int, holdout: tuple[
         if dataset in holdout:
             n_test, n_val = len(ids), 0
         else:
-            n_test, n_val = round(test * len(ids)), round(val * len(ids))
-            if len(ids) - n_test - n_val < 1:  # keep at least one training subject
-                n_val = max(0, len(ids) - n_test - 1)
-                n_test = min(n_test, len(ids) - n_val - 1)
+            n_test = min(round(test * len(ids)), len(ids) - 1)  # keep at least one training subject
+            n_val = min(round(val * len(ids)), len(ids) - n_test - 1)
         for i, sid in enumerate(ids):
             where[(dataset, sid)] = "test" if i < n_test else "validation" if i < n_test + n_val else "training"
-    out: dict[str, list] = {name: [] for name in SPLITS}
-    for item in items:
-        out[where[(item["dataset"], item["subject"])]].append(item)
-    seen = {name: {(i["dataset"], i["subject"]) for i in out[name]} for name in SPLITS}
-    assert not (
-        seen["training"] & seen["validation"] or seen["training"] & seen["test"] or seen["validation"] & seen["test"]
-    )
-    return out
+    return {name: [i for i in items if where[(i["dataset"], i["subject"])] == name] for name in SPLITS}
 
 
 def build(sources: dict[str, list[str]], wmh_other: str = "background", workers: int = 4) -> list[Item]:
-    """Run the converters on ``{flag: [folders]}`` and check every item; raises on the first problem."""
+    """Run the converters on ``{flag: [folders]}`` and read every image and label to check it; raises on a problem."""
     items: list[Item] = []
     for flag, folders in sources.items():
         for folder in folders:
-            convert = CONVERTERS[flag]
-            items += convert(folder, other=wmh_other) if flag == "wmh" else convert(folder)
-    images = Counter(i["image"] for i in items)
-    twice = [p for p, n in images.items() if n > 1]
-    if twice:
+            items += CONVERTERS[flag](folder, **({"other": wmh_other} if flag == "wmh" else {}))
+    if twice := [p for p, n in Counter(i["image"] for i in items).items() if n > 1]:
         raise ValueError(f"image listed by more than one source: {twice[:3]}")
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(check_item, items))
+        list(pool.map(lambda i: check_label(i["label"], check_image(i["image"])), items))
     return items
 
 
@@ -105,14 +71,9 @@ def load(
     check: bool = True,
     workers: int = 4,
 ) -> list[Item]:
-    """One split of a datalist, paths made absolute against the datalist's folder (what the configs call).
-
-    Items without ``modality`` are allowed (unknown modality); items without ``image`` (or ``label`` when
-    ``labels``) are errors naming the datalist and the item. ``modality`` keeps only that modality's images
-    (stage-1 expert training). With ``check`` every item's files are checked from their headers (exist, readable,
-    3D, label on the image's grid) and its modality name is checked, before any data is loaded or cached: a
-    datalist edited by hand fails here with the file's name, not in a data-loader worker.
-    """
+    """One split of a datalist, paths made absolute (what the configs call); ``modality`` keeps only its images.
+    ``check`` checks every item's headers and modality name before anything is loaded or cached: a datalist edited
+    by hand fails here naming the file, not in a data-loader worker."""
     from monai.data import load_decathlon_datalist
 
     path = Path(path)
@@ -132,9 +93,9 @@ def load(
         for key in ("image", "label") if labels else ("image",):
             if key not in item:
                 raise InputError(f"{path}: item {n} of '{split}' has no '{key}': {item}")
-    if not content[split] and split == "validation":
-        return []  # training without validation: the trainer skips it (no best-model file is written then)
     if not content[split]:
+        if split == "validation":
+            return []  # training without validation: the trainer skips it (no best-model file is written then)
         raise InputError(
             f"{path}: the '{split}' list is empty (remake the datalist with more subjects or another --val/--test)"
         )
@@ -153,13 +114,8 @@ def load(
 
 
 def _relative(items: list[Item], base: Path) -> list[Item]:
-    out = []
-    for item in items:
-        item = dict(item)
-        for key in ("image", "label"):
-            item[key] = os.path.relpath(Path(item[key]).resolve(), base.resolve())
-        out.append(item)
-    return out
+    keys = ("image", "label")
+    return [{**i, **{k: os.path.relpath(Path(i[k]).resolve(), base.resolve()) for k in keys}} for i in items]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -189,20 +145,15 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.phantoms.is_dir():
             parser.error(f"--phantoms: not a folder: {args.phantoms}")
         for flag, names in PHANTOM_FOLDERS.items():
-            found = [str(args.phantoms / n) for n in names if (args.phantoms / n).is_dir()]
-            sources[flag] = sources.get(flag, []) + found
+            sources[flag] = sources.get(flag, []) + [str(p) for n in names if (p := args.phantoms / n).is_dir()]
     if not any(sources.values()):
-        parser.error(
-            "give at least one dataset (--brats, --atlas, --isles, --msseg, --wmh, --folder, --csv, --phantoms)"
-        )
+        parser.error(f"give at least one dataset ({', '.join(f'--{f}' for f in [*CONVERTERS, 'phantoms'])})")
     try:
-        items = build(sources, args.wmh_other)
-        datalist = split(items, args.val, args.test, args.seed, tuple(args.holdout))
+        datalist = split(build(sources, args.wmh_other), args.val, args.test, args.seed, tuple(args.holdout))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
-    base = args.out.parent
-    datalist = {name: _relative(datalist[name], base) for name in SPLITS}
+    datalist = {name: _relative(datalist[name], args.out.parent) for name in SPLITS}
     save_json({"description": "MoME datalist (python -m scripts.data.datalist)", **datalist}, args.out)
     counts = Counter((i["dataset"], i["modality"] or "unknown", s) for s in SPLITS for i in datalist[s])
     for (dataset, modality, name), n in sorted(counts.items()):

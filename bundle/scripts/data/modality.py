@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from scripts.errors import InputError
 from scripts.mome import MODALITIES
 
-__all__ = ["MODALITIES", "UNKNOWN", "canonical_modality", "modality_index"]
-
 #: Index of a sample whose modality is not known: it trains the fused output only.
 UNKNOWN = -1
 
@@ -23,14 +21,11 @@ _LOOKUP = {alias: name for name, aliases in _SYNONYMS.items() for alias in (*ali
 
 
 def canonical_modality(name: str | None, where: str = "") -> str | None:
-    """Our name for ``name`` (case-insensitive synonyms such as ``t1ce``, ``t2f``, ``T1w``), or ``None`` if unknown.
-
-    Empty / ``None`` / ``"unknown"`` mean unknown and are allowed; any other unrecognised name is an error, because
-    a typo would otherwise silently turn off expert routing for that image.
-    """
-    if name is None or str(name).strip().lower() in ("", "unknown", "none", "null"):
+    """Our name for ``name`` (case-insensitive synonyms such as ``t1ce``, ``t2f``, ``T1w``); ``None`` for empty or
+    ``"unknown"``. Any other name is an error: a typo would silently turn off expert routing for that image."""
+    key = "" if name is None else str(name).strip().lower()
+    if key in ("", "unknown", "none", "null"):
         return None
-    key = str(name).strip().lower()
     if key not in _LOOKUP:
         at = f" in {where}" if where else ""
         raise InputError(

@@ -1,10 +1,7 @@
 """Affine registration of one image to the MNI template with ITK (rigid, then affine; Mattes mutual information).
 
-Mirrors the reference's ANTs recipe in spirit (moments initialisation, rigid then affine, MI, 3 resolution levels)
-at a fraction of the cost: the template is sampled at 2 mm and 10 % of its voxels feed the metric. As the reference
-does, an image that still has its skull is registered to a whole-head template (the FSL MNI152 T1 shipped with
-nimare) and a skull-stripped one to the brain-only ICBM152 2009a template; :func:`has_skull` tells them apart.
-"""
+The reference's ANTs recipe in spirit (moments initialisation, rigid then affine, MI, 3 levels) at a fraction of
+the cost (template at 2 mm, 10 % of its voxels in the metric); an image with its skull goes to a whole-head one."""
 
 from __future__ import annotations
 
@@ -13,19 +10,14 @@ import numpy as np
 
 from scripts.data.template import head_template, mni_template
 
-__all__ = ["HEAD_ML", "has_skull", "register_to_template"]
-
 #: Foreground volumes above this (ml) are a head with skull and scalp (adult brains, CSF included, are ~1.2-2 l;
 #: the whole-head template's foreground is 3.5 l, Colin27's 3.7 l, the brain-only templates' ~1.8-1.9 l).
 HEAD_ML = 2700.0
 
 
 def has_skull(image: np.ndarray, affine: np.ndarray) -> tuple[bool, float]:
-    """Whether the image still shows skull and scalp, and the foreground volume (ml) that decided it.
-
-    Foreground: above half the Otsu threshold of the smoothed non-background voxels, the largest connected
-    component, holes filled. A stripped brain with a noisy background stays near brain size.
-    """
+    """Whether the image shows skull and scalp, and the foreground volume (ml) that decided it: above half the Otsu
+    threshold of the smoothed non-background voxels, largest component, holes filled (background noise adds none)."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
@@ -36,11 +28,11 @@ def has_skull(image: np.ndarray, affine: np.ndarray) -> tuple[bool, float]:
     mask = data > 0.5 * threshold_otsu(values)
     labels, n = ndimage.label(mask)
     if n > 1:
-        sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-        mask = labels == int(np.argmax(sizes)) + 1
+        mask = labels == np.bincount(labels.ravel())[1:].argmax() + 1
     mask = ndimage.binary_fill_holes(mask)
     ml = float(mask.sum() * abs(np.linalg.det(np.asarray(affine, float)[:3, :3])) / 1000.0)
     return ml > HEAD_ML, ml
+
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's physical space)
 _F3 = itk.Image[itk.F, 3]
@@ -61,8 +53,7 @@ def _optimise(transform, fixed, moving, iterations: int, sampling: float, seed: 
     optimizer = itk.RegularStepGradientDescentOptimizerv4[itk.D].New(
         LearningRate=1.0, MinimumStepLength=1e-4, NumberOfIterations=iterations, RelaxationFactor=0.5
     )
-    scales = itk.RegistrationParameterScalesFromPhysicalShift[type(metric)].New(Metric=metric)
-    optimizer.SetScalesEstimator(scales)
+    optimizer.SetScalesEstimator(itk.RegistrationParameterScalesFromPhysicalShift[type(metric)].New(Metric=metric))
     method = itk.ImageRegistrationMethodv4[_F3, _F3].New(
         FixedImage=fixed, MovingImage=moving, Metric=metric, Optimizer=optimizer, InitialTransform=transform
     )
@@ -84,14 +75,9 @@ def register_to_template(
     sampling: float = 0.1,
     seed: int = 0,
 ) -> np.ndarray:
-    """4x4 RAS matrix ``M`` with ``native_world = M @ template_world`` for a single-channel 3D ``image``.
-
-    ``whole_head``: register to the whole-head template (the image has its skull). Deterministic for a given
-    ``seed``. Only the image is used, never a label.
-    """
+    """RAS ``M`` with ``native_world = M @ template_world`` for a 3D ``image`` (``whole_head``: it has its skull)."""
     template = head_template(2.0) if whole_head else mni_template(2.0)
-    fixed = _to_itk(template.image, template.affine)
-    moving = _to_itk(image, affine)
+    fixed, moving = _to_itk(template.image, template.affine), _to_itk(image, affine)
     rigid = itk.VersorRigid3DTransform[itk.D].New()
     init = itk.CenteredTransformInitializer[type(rigid), _F3, _F3].New(
         Transform=rigid, FixedImage=fixed, MovingImage=moving
@@ -99,10 +85,9 @@ def register_to_template(
     init.MomentsOn()
     init.InitializeTransform()
     _optimise(rigid, fixed, moving, iterations, sampling, seed)
-    full = itk.AffineTransform[itk.D, 3].New()
-    full.SetCenter(rigid.GetCenter())
-    full.SetMatrix(rigid.GetMatrix())
-    full.SetTranslation(rigid.GetTranslation())
+    full = itk.AffineTransform[itk.D, 3].New(
+        Center=rigid.GetCenter(), Matrix=rigid.GetMatrix(), Translation=rigid.GetTranslation()
+    )
     _optimise(full, fixed, moving, iterations, sampling, seed)
     matrix = np.asarray(itk.array_from_matrix(full.GetMatrix()), float)
     center = np.asarray(full.GetCenter(), float)

@@ -1,8 +1,4 @@
-"""MONAI dictionary transforms the configs use besides MONAI's own: lesion label, modality index, registration.
-
-Everything else in the preprocessing (orientation, spacing, template mask, crop, z-score) is stock MONAI, listed
-in the configs, and inverted by MONAI's ``Invertd`` so predictions land on the input image's own grid.
-"""
+"""The configs' dictionary transforms besides MONAI's own (which do the rest, inverted by ``Invertd``)."""
 
 from __future__ import annotations
 
@@ -24,18 +20,12 @@ from scripts.data.template import mni_template
 from scripts.errors import InputError
 from scripts.mome import MODALITIES
 
-__all__ = ["LesionLabeld", "ModalityIndexd", "RegisterToTemplated"]
-
 logger = logging.getLogger(__name__)
 
 
 class LesionLabeld(MapTransform):
-    """Binary lesion mask (float 0/1) from a dataset label map.
-
-    An item may carry ``label_values``: the label values that count as lesion (e.g. ``[1]`` for MICCAI WMH 2017,
-    where 2 is "other pathology"). Without it, every non-zero value is lesion (BraTS: whole tumour). The key is
-    removed so that items with and without it collate together; the values stay in the label's meta data.
-    """
+    """Binary lesion mask (float 0/1): label values in the item's ``label_values``, else all non-zero ones. The key
+    is dropped (its values go to the label's meta data) so that items with and without it collate together."""
 
     def __init__(self, keys: KeysCollection = "label", values_key: str = "label_values", allow_missing_keys=True):
         super().__init__(keys, allow_missing_keys)
@@ -46,18 +36,14 @@ class LesionLabeld(MapTransform):
         values = d.pop(self.values_key, None)
         for key in self.key_iterator(d):
             label = d[key]
-            lesion = torch.isin(label, torch.as_tensor(values, dtype=label.dtype)) if values else label > 0
-            d[key] = lesion.to(torch.float32)
+            d[key] = (torch.isin(label, torch.as_tensor(values, dtype=label.dtype)) if values else label > 0).float()
             if hasattr(d[key], "meta"):  # evaluation reads the label file again, on its own grid
                 d[key].meta["lesion_values"] = ",".join(str(int(v)) for v in values or ())  # collates as text
         return d
 
 
 class ModalityIndexd(MapTransform):
-    """Replace the item's modality name by its expert index (``-1`` when missing or unknown).
-
-    An unrecognised name is an error naming the image, because a typo would silently disable expert routing.
-    """
+    """The item's modality name becomes its expert index (``-1``: missing or unknown); a misspelt name is an error."""
 
     def __init__(self, key: str = "modality", modalities: Sequence[str] = MODALITIES, image_key: str = "image"):
         super().__init__(key, allow_missing_keys=True)
@@ -74,13 +60,9 @@ class ModalityIndexd(MapTransform):
 class RegisterToTemplated(MapTransform, InvertibleTransform):
     """Affinely register the image to MNI152 and resample every key onto the template's crop box at ``spacing``.
 
-    The registration is computed from ``image_key`` alone (never from a label) and applied to all keys; images are
-    resampled trilinearly, labels with nearest neighbour. The inverse maps a prediction back onto the native grid.
-    ``skull_stripped``: ``True`` registers to the brain-only template, ``False`` (the image has its skull) to the
-    whole-head one, ``"auto"`` decides from the image (:func:`scripts.data.registration.has_skull`), logs what it
-    decided and records it in the image's meta data (``skull_stripped``, ``foreground_ml``). Skull stripping itself
-    is the template brain mask afterwards (``MaskIntensityd`` in the configs), never the label.
-    """
+    Registered from ``image_key`` alone; ``order`` defaults to trilinear for the first key, nearest for the rest.
+    ``skull_stripped``: brain-only template (``True``), whole-head (``False``), or decided by :func:`has_skull`
+    (``"auto"``, logged and kept in the meta data). Skull stripping itself is the template mask (``MaskIntensityd``)."""
 
     def __init__(
         self,
@@ -94,10 +76,7 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
         super().__init__(keys, allow_missing_keys)
         if skull_stripped not in (True, False, "auto"):
             raise InputError(f"--skull_stripped {skull_stripped!r}: expected True, False or auto")
-        self.skull_stripped = skull_stripped
-        self.image_key = image_key
-        self.spacing = float(spacing)
-        # default: trilinear for the first key (the image), nearest neighbour for the rest (labels)
+        self.skull_stripped, self.image_key, self.spacing = skull_stripped, image_key, float(spacing)
         self.order = ensure_tuple_rep((1,) + (0,) * (len(self.keys) - 1) if order is None else order, len(self.keys))
 
     def __call__(self, data: Mapping) -> dict:
@@ -115,17 +94,11 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
         for key, order in self.key_iterator(d, self.order):
             x = d[key]
             native = np.asarray(x.affine, float)
-            out = resample(np.asarray(x), native, template.affine, template.image.shape, order, world=matrix)
-            y = MetaTensor(torch.as_tensor(out, dtype=x.dtype))
-            y.copy_meta_from(x)
-            y.meta["skull_stripped"] = bool(stripped)
-            y.meta["foreground_ml"] = -1.0 if ml is None else ml
-            self.push_transform(
-                y,
-                orig_size=tuple(x.shape[1:]),
-                affine=np.linalg.inv(native) @ template.affine,
-                extra_info={"matrix": matrix.tolist(), "native_affine": native.tolist()},
-            )
+            y = _like(resample(np.asarray(x), native, template.affine, template.image.shape, order, world=matrix), x)
+            y.meta.update(skull_stripped=bool(stripped), foreground_ml=-1.0 if ml is None else ml)
+            extra = {"matrix": matrix.tolist(), "native_affine": native.tolist()}
+            to_native = np.linalg.inv(native) @ template.affine
+            self.push_transform(y, orig_size=tuple(x.shape[1:]), affine=to_native, extra_info=extra)
             d[key] = y
         return d
 
@@ -134,13 +107,16 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
         for key, order in self.key_iterator(d, self.order):
             x = d[key]
             info = self.pop_transform(x)
-            matrix = np.asarray(info[TraceKeys.EXTRA_INFO]["matrix"], float)
-            native = np.asarray(info[TraceKeys.EXTRA_INFO]["native_affine"], float)
+            matrix, native = (np.asarray(info[TraceKeys.EXTRA_INFO][k], float) for k in ("matrix", "native_affine"))
             size = [int(s) for s in info[TraceKeys.ORIG_SIZE]]
             source = np.asarray(x.affine, float)
-            out = resample(x.detach().cpu().numpy(), source, native, size, order, world=np.linalg.inv(matrix))
-            y = MetaTensor(torch.as_tensor(out, dtype=x.dtype))
-            y.copy_meta_from(x)
+            y = _like(resample(x.detach().cpu().numpy(), source, native, size, order, world=np.linalg.inv(matrix)), x)
             y.affine = torch.as_tensor(native, dtype=torch.float64)
             d[key] = y
         return d
+
+
+def _like(array: np.ndarray, x: MetaTensor) -> MetaTensor:
+    y = MetaTensor(torch.as_tensor(array, dtype=x.dtype))
+    y.copy_meta_from(x)
+    return y
