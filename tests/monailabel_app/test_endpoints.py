@@ -117,24 +117,18 @@ def test_bad_input_is_refused_with_a_message_and_the_server_keeps_serving(
             (client.post("/train/nope", json={}), 404, "unknown model"),
             (client.post("/scoring/nope?run_sync=true"), 404, "unknown scoring method"),
         ]
-        with corrupt.open("rb") as f:
-            res = client.post("/infer/mome", files={"file": ("x.nii.gz", f)})
-            checks.append((res, 422, "cannot be read as an image"))
-        with corrupt.open("rb") as f:
-            res = client.put("/datastore/image?image=corrupt", files={"file": ("corrupt.nii.gz", f)})
-            checks.append((res, 422, "cannot be read as an image"))
-        with four_d.open("rb") as f:
-            res = client.put("/datastore/image?image=brats4d", files={"file": ("brats4d.nii.gz", f)})
-            checks.append((res, 422, "multi-sequence file into one file per sequence"))
-        with wrong_label.open("rb") as f:
-            res = client.put("/datastore/label?image=case0_flair&tag=final", files={"label": ("l.nii.gz", f)})
-            checks.append((res, 422, "does not match the image"))
-        with corrupt.open("rb") as f:
-            res = client.put("/datastore/label?image=case0_flair&tag=final", files={"label": ("l.nii.gz", f)})
-            checks.append((res, 422, "cannot be read as an image"))
-        with good_label.open("rb") as f:
-            res = client.put("/datastore/label?image=no_such_image&tag=final", files={"label": ("l.nii.gz", f)})
-            checks.append((res, 404, "not in the datastore"))
+        uploads = [  # (method, url, form field, file, status, words)
+            ("post", "/infer/mome", "file", corrupt, 422, "cannot be read as an image"),
+            ("put", "/datastore/image?image=corrupt", "file", corrupt, 422, "cannot be read as an image"),
+            ("put", "/datastore/image?image=brats4d", "file", four_d, 422, "multi-sequence file into one file per"),
+            ("put", "/datastore/label?image=case0_flair&tag=final", "label", wrong_label, 422, "does not match the"),
+            ("put", "/datastore/label?image=case0_flair&tag=final", "label", corrupt, 422, "cannot be read as an"),
+            ("put", "/datastore/label?image=no_such_image&tag=final", "label", good_label, 404, "not in the datastore"),
+        ]
+        for method, url, field, path, status, words in uploads:
+            with path.open("rb") as f:
+                res = getattr(client, method)(url, files={field: (path.name, f)})
+            checks.append((res, status, words))
         res = client.put("/datastore/image/info?image=case2", data={"info": json.dumps({"modality": "flare"})})
         checks.append((res, 422, "unknown modality"))
 
@@ -247,7 +241,8 @@ def test_weights_with_a_record_serve_without_knobs_and_refuse_contradicting_ones
         label = tmp_path / "label.nii.gz"
         label.write_bytes(res.content)
         assert nib.load(label).shape == nib.load(studies / "case0_flair.nii.gz").shape
-    with pytest.raises(ValueError, match=r"--spacing 1.0 \(the weights say 2.0\)"), client_factory(
-        studies, {**conf, "spacing": "1"}
+    with (
+        pytest.raises(ValueError, match=r"--spacing 1.0 \(the weights say 2.0\)"),
+        client_factory(studies, {**conf, "spacing": "1"}),
     ):
         pass
