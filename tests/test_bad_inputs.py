@@ -107,3 +107,11 @@ def test_the_bundle_clis_print_one_line_and_exit_2(tmp_path: Path) -> None:
 
     code, lines = _cli(bundle_command(["train.json"], epochs=-1, **train))
     assert code == 2 and lines == ["error: --epochs -1: expected a whole number >= 1"], lines
+
+    # a damaged training state: named, one line, before any caching (not from inside Ignite's run)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [item], "validation": [item]}))
+    code, lines = _cli(bundle_command(["train.json"], resume=True, **train))
+    assert code == 2 and len(lines) == 1 and "checkpoint.pt: not a readable training checkpoint" in lines[0], lines
+    assert "weights_only" not in lines[0]  # PyTorch's advice to unpickle anything is not passed on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -172,20 +173,30 @@ def training_state(trainer: Engine, network: nn.Module, optimizer: torch.optim.O
     return state
 
 
+def check_resume(path: str | os.PathLike, needed: tuple[str, ...] = ("model", "optimizer", "trainer")) -> set[str]:
+    """The keys of a training checkpoint, or an :class:`InputError` naming it. Run in ``initialize`` too, so a missing
+    or damaged ``checkpoint.pt`` is reported before any data is cached, and not from inside Ignite's run."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"resume requested but there is no training checkpoint at {path}")
+    try:
+        keys = set(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:
+        why = "not in PyTorch's file format: truncated, overwritten or another kind of file"
+        if zipfile.is_zipfile(path):  # torch.save's format, but unreadable as tensors
+            why = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        raise InputError(f"{path}: not a readable training checkpoint ({why})") from e
+    if missing := sorted(set(needed) - keys):
+        raise InputError(f"{path} lacks {missing}: not a training checkpoint of this bundle")
+    return keys
+
+
 class ResumeLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` for ``checkpoint.pt`` with errors that name the file and say what to do."""
 
     def __call__(self, engine: Engine) -> None:
         path = Path(self.load_path)
-        if not path.is_file():
-            raise InputError(f"resume requested but there is no training checkpoint at {path}")
-        try:
-            keys = set(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as e:
-            why = " ".join(str(e).split())[:300]
-            raise InputError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {why})") from e
-        if missing := sorted(set(self.load_dict) - keys):
-            raise InputError(f"{path} lacks {missing}: not a training checkpoint of this bundle")
+        check_resume(path, tuple(self.load_dict))
         max_epochs = engine.state.max_epochs
         super().__call__(engine)
         if engine.state.epoch >= max_epochs:
