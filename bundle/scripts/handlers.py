@@ -180,7 +180,8 @@ def check_resume(path: str | os.PathLike, needed: tuple[str, ...] = ("model", "o
     if not path.is_file():
         raise InputError(f"resume requested but there is no training checkpoint at {path}")
     try:
-        keys = set(torch.load(path, map_location="cpu", weights_only=True))
+        # mmap: the keys without reading the tensors (a paper-preset state with its optimizer is gigabytes)
+        keys = set(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     except Exception as e:
         why = "not in PyTorch's file format: truncated, overwritten or another kind of file"
         if zipfile.is_zipfile(path):  # torch.save's format, but unreadable as tensors
@@ -213,7 +214,8 @@ def load_model_weights(network: nn.Module, path: str | os.PathLike, **knobs: Any
     path = Path(path)
     if not path.is_file():
         raise InputError(f"init_from={path}: no such weights file")
-    record.check(path, record.read(path), **knobs)
+    found = record.read(path)
+    record.check(path, found, **knobs)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state)
     model = getattr(network, "module", network)
@@ -221,7 +223,7 @@ def load_model_weights(network: nn.Module, path: str | os.PathLike, **knobs: Any
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     except RuntimeError as e:
         raise InputError(f"{path} does not fit this network ({' '.join(str(e).split())[:300]})") from e
-    logger.info(f"initialised from {path} ({record.read(path)})")
+    logger.info(f"initialised from {path} ({found})")
     return network
 
 
