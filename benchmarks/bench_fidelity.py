@@ -97,14 +97,22 @@ def evaluate(data: Path, models: Path, out: Path, log: Path, **extra: object) ->
     """
     common = {"dataset_dir": str(data), "eval_split": "test", "num_workers": 0, **extra}
     runs = {
-        "mome": (["train.json", "evaluate.json"], {"ckpt_dir": models / "mome", "model_file": "checkpoint.pt"}),
+        "mome": (
+            ["train.json", "evaluate.json"],
+            {"ckpt_dir": models / "mome", "model_file": "checkpoint.pt", "tsne": True},
+        ),
         "mome_no_curriculum": (
             ["train.json", "evaluate.json"],
             {"ckpt_dir": models / "mome_no_curriculum", "model_file": "checkpoint.pt"},
         ),
         "universal_unet": (
             ["train.json", "train_experts.json", "evaluate.json"],
-            {"ckpt_dir": models / "universal_unet", "expert": None, "model_file": "checkpoint_universal.pt"},
+            {
+                "ckpt_dir": models / "universal_unet",
+                "expert": None,
+                "model_file": "checkpoint_universal.pt",
+                "tsne": True,
+            },
         ),
     }
     for m in _training_modalities(data):
@@ -130,7 +138,24 @@ def report(rows: dict, out: Path, holdout: str = HOLDOUT) -> dict:
         if not name.startswith("mome"):
             del summary[name]["seen"]["expert_dice_by_input_modality"]
     radar_chart({n: s["seen"] for n, s in summary.items()}, out / "radar_seen.png", title="Dice, seen datasets")
+    tsne(out)
     return summary
+
+
+def tsne(out: Path) -> None:
+    """The paper's figure 2b: the gate's bottleneck features of MoME beside a universal U-Net's, by t-SNE."""
+    import numpy as np
+
+    from scripts.features import tsne_figure
+
+    series = {}
+    for name, label in (("mome", "MoME (gate)"), ("universal_unet", "universal U-Net")):
+        path = out / "eval" / name / "bottleneck_features.npz"
+        if path.is_file():
+            z = np.load(path)
+            series[label] = (z["features"], z["modality"], z["lesion_type"])
+    if len(series) == 2 and min(len(f) for f, _, _ in series.values()) >= 3:
+        tsne_figure(series, out / "tsne.png")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -174,6 +174,17 @@ def _fidelity(r: dict, out: Path, docs: Path) -> list[str]:
     if plot.exists():
         shutil.copy(plot, docs / "benchmarks_radar.png")
         lines += ["", "![Dice radar, seen datasets](benchmarks_radar.png)"]
+    tsne = out / "fidelity" / "tsne.png"
+    if tsne.exists():
+        shutil.copy(tsne, docs / "benchmarks_tsne.png")
+        lines += [
+            "",
+            "The gate's bottleneck features (one dot per test image, t-SNE; `--tsne True` of evaluate.json) of MoME "
+            "beside the universal U-Net's encoder bottleneck, coloured by sequence and by lesion type (the paper's "
+            "figure 2b):",
+            "",
+            "![t-SNE of bottleneck features](benchmarks_tsne.png)",
+        ]
     m, nc, u, t = (
         s[k]["seen"]["average"]["task_level"] for k in ("mome", "mome_no_curriculum", "universal_unet", "task_unets")
     )
@@ -297,7 +308,7 @@ def _training(r: dict) -> list[str]:
     return lines + [""]
 
 
-def _released(r: dict) -> list[str]:
+def _released(r: dict, out: Path, docs: Path) -> list[str]:
     avg = r["average"]["task_level"]
     lines = [
         "## The released model on fresh phantoms",
@@ -311,12 +322,50 @@ def _released(r: dict) -> list[str]:
     ]
     lines += [f"| {task} | {_f(dice)} |" for task, dice in r["task_dice"].items()]
     below = ", ".join(r["visible_below_goal"]) or "none"
-    return lines + [
+    lines += [
         "",
         f"Task-level average {_f(avg)} (goal 0.60: {_verdict(r['goal_average_met'])}); visible-lesion tasks "
         f"(FLAIR, T2, T1c, DWI) below the 0.50 goal: {below}.",
         "",
     ]
+    if "lesion_wise" in r:
+        lw = r["lesion_wise"]["average"]
+        lines += [
+            "Lesion-wise (BraTS 2023 protocol, `scripts/metrics.py`), averaged as the voxel Dice above:",
+            "",
+            "| average | voxel Dice | lesion-wise Dice | lesion-wise HD95 (mm) | detection F1 | AVD (ml) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for level, row in lw.items():
+            lines.append(
+                f"| {level.replace('_', ' ')} | {_f(row.get('dice'))} | {_f(row.get('lesion_dice'))} | "
+                f"{_f(row.get('lesion_hd95'), 1)} | {_f(row.get('lesion_f1'))} | {_f(row.get('avd_ml'), 2)} |"
+            )
+        lines += ["", "| true lesion size | lesions | detected | Dice |", "|---|---|---|---|"]
+        for size, row in r["by_size_bin"].items():
+            lines.append(f"| {size} | {row['n_lesions']} | {_f(row['detected_share'])} | {_f(row['dice'])} |")
+        lines.append("")
+    if (out / "released_tsne.png").exists():
+        shutil.copy(out / "released_tsne.png", docs / "benchmarks_released_tsne.png")
+        lines += [
+            "The released model's gate bottleneck features on these images (t-SNE, `--tsne True` of evaluate.json), "
+            "by sequence and by lesion type:",
+            "",
+            "![t-SNE of the released model's gate features](benchmarks_released_tsne.png)",
+            "",
+        ]
+    if "report_overhead" in r:
+        o, names = r["report_overhead"], list(r["report_overhead"]["median_s"])
+        lines += [
+            f"Per-scan report and uncertainty map, side by side on {o['images']} of these images ({o['reps']} "
+            f"interleaved repetitions each): label only {_f(o['median_s'][names[0]], 2)} s, label + report + "
+            f"uncertainty map {_f(o['median_s'][names[1]], 2)} s per scan (medians); median ratio per image "
+            f"{_f(o['median_ratio'])} (goal <= 1.10: {_verdict(o['median_ratio'] <= 1.10)}). Expert disagreement "
+            f"on these in-distribution images: {_f(min(o['uncertainty']), 4)}-{_f(max(o['uncertainty']), 4)} nats; "
+            f"QC flags raised: {', '.join(o['qc_flags']) or 'none'}.",
+            "",
+        ]
+    return lines
 
 
 def _preprocessing(r: dict) -> list[str]:
@@ -415,7 +464,7 @@ def write_report(out: Path, results_path: Path, doc_path: Path, smoke: bool) -> 
         ("network", _network),
         ("network_glibc_default", _network_glibc_default),
         ("training", _training),
-        ("released", _released),
+        ("released", lambda r: _released(r, out, docs)),
         ("inference", _inference),
         ("preprocessing", _preprocessing),
         ("phantoms", _phantoms),

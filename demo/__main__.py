@@ -217,6 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     infer = bundle_command(["inference.json"], input=str(image), ckpt_dir=str(models), output_dir=str(prediction_dir))
     run(infer, log, steps, "inference")
     prediction = prediction_dir / image.name.replace(".nii.gz", "_seg.nii.gz")
+    scan = json.loads(prediction_dir.joinpath(image.name.replace(".nii.gz", "_report.json")).read_text())
+    flags = ", ".join(f["flag"] for f in scan["qc_flags"]) or "none"
+    print(
+        f"   held-out scan: {scan['n_lesions']} lesions, {scan['total_volume_ml']:.1f} ml, gate relied on "
+        f"{scan['relied_on']}, QC flags: {flags} -> {prediction_dir / 'cohort.csv'}",
+        flush=True,
+    )
     _montage(image, prediction, data / held_out["label"], report / "held_out.png")
     iterations = _curve(log, report / "training_curve.png")
     print(f"   fine-tune: {iterations} iterations logged -> {report / 'training_curve.png'}", flush=True)

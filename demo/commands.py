@@ -32,8 +32,8 @@ def cpu_conf() -> dict[str, str]:
     import json
 
     cpu = json.loads((CONFIGS / "cpu.json").read_text())
-    knobs = {k: cpu[k] for k in ("preset", "spacing", "register")}
-    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in knobs.items()}
+    knobs = {k: cpu[k] for k in ("preset", "spacing", "register", "sw_roi_size")}  # None: one window per image
+    return {k: str(v).lower() if isinstance(v, (bool, type(None))) else str(v) for k, v in knobs.items()}
 
 
 def knob(value: object) -> str:

@@ -67,7 +67,9 @@ class MoMEApp(MONAILabelApp):
         install_server_hooks()
         for key, why in self.options.ignored.items():
             logger.info(f"--conf {key} ignored: {why}")
-        self.scoring_method = ExpertDisagreementScoring(_CurrentTask(self), self.options.scoring_max_images)
+        self.scoring_method = ExpertDisagreementScoring(
+            _CurrentTask(self), self.options.scoring_max_images, bundle=self.options.bundle
+        )
         logger.info(f"MoME app: bundle {self.options.bundle}; model folder {self.options.model_dir}")
         super().__init__(
             app_dir=app_dir,

@@ -95,7 +95,11 @@ def test_the_bundle_clis_print_one_line_and_exit_2(tmp_path: Path) -> None:
         bundle_command(["inference.json"], input=str(nan), ckpt_dir=str(weights.parent), output_dir=str(tmp_path / "o"))
     )
     assert code == 2 and len(lines) == 1 and nan.name in lines[0] and "NaN" in lines[0], lines
-    assert not (tmp_path / "o").exists()
+    # the cohort's table says why; no label, no temporary file
+    assert [p.name for p in sorted((tmp_path / "o").iterdir())] == [
+        "cohort.csv", "cohort_summary.json", nan.name.replace(".nii.gz", "_report.json")
+    ]  # fmt: skip
+    assert "NaN" in (tmp_path / "o" / "cohort.csv").read_text()
 
     # a datalist edited by hand: the missing image is found before any caching, with data-loader workers on
     item = {"image": str(image), "label": str(label), "modality": "T1"}

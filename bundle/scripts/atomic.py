@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.data import NibabelWriter
 
 
 @contextlib.contextmanager
@@ -47,3 +48,14 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
     """Every JSON file the project writes (datalists, reports, manifests, benchmark results) goes through here."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's NIfTI writer (``SaveImaged(writer=...)``) through :func:`atomic_path`: a killed run leaves no
+    half-written label that a resumed run or a viewer would take for a finished one."""
+
+    def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
+        name = Path(filename).name
+        suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+        with atomic_path(filename, suffix=suffix) as tmp:
+            super().write(tmp, verbose=verbose, **obj_kwargs)

@@ -1,6 +1,6 @@
 """Whole-volume inference: sliding window with Gaussian blending, optional mirroring TTA and bf16 autocast, window
 outputs accumulated in float32 (the reference accumulates in float16, which can overflow with MoME's unbounded fused
-logits). Also: the image list an inference run works on."""
+logits)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import torch
 from monai.inferers import Inferer, sliding_window_inference
 
 from scripts.errors import InputError
-from scripts.io import SUFFIXES, check_image, has_image_suffix
 from scripts.precision import BF16_CHOICES, bf16_autocast
 
 
@@ -105,26 +104,6 @@ class MirroredSlidingWindowInferer(AutocastInferer):
                 total = out if total is None else _map(torch.add, total, out)
                 count += 1
         return _map(lambda t: t / count, total)
-
-
-def list_images(inputs: str | Sequence[str]) -> list[dict]:
-    """``[{"image": path}, ...]`` for image files and/or folders of images (any modality, no label needed), every
-    file checked (:func:`scripts.io.check_image`) first, so a missing, corrupt, 4D or NaN-filled file stops the run
-    with its name instead of failing later or being skipped."""
-    files: list[Path] = []
-    for entry in [inputs] if isinstance(inputs, (str, Path)) else inputs:
-        path = Path(entry)
-        if path.is_dir():
-            if not (found := sorted(p for p in path.iterdir() if p.is_file() and has_image_suffix(p))):
-                raise InputError(f"no images ({', '.join(SUFFIXES)}) in folder {path}")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"input image or folder not found: {path}")
-    for path in files:
-        check_image(path)
-    return [{"image": str(p)} for p in files]
 
 
 def missing_weights(path: str | Path) -> None:

@@ -158,11 +158,22 @@ class MoMEInferTask(BundleInferTask):
             data["image_path"] = path
         return data
 
+    def post_transforms(self, data: Any = None) -> list:
+        # the bundle's per-scan report goes into the answer (``writer``), not into a file in the model folder
+        post = list(super().post_transforms(data))
+        for t in post:
+            if type(t).__name__ == "ScanReportd":
+                t.output_dir = None
+        return post
+
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
-        # provenance: a label made before and one made after a fine-tuning say which model each came from
+        # provenance: a label made before and one made after a fine-tuning say which model each came from; the
+        # per-scan report (lesion count, volumes, gate shares, uncertainty, QC flags) comes with the label
         result_file, result_json = super().writer(data, extension, dtype)
         if "weights_version" in data:
             result_json["weights_version"] = data["weights_version"]
+        if "report" in data:
+            result_json["report"] = data["report"]
         return result_file, result_json
 
     # --- the app's own queries ----------------------------------------------------------------------------------
@@ -206,7 +217,7 @@ class MoMEInferTask(BundleInferTask):
         network = self._get_network(device, data)
         inputs = torch.as_tensor(data[self.key_image])[None].to(torch.device(device))
         with torch.no_grad():
-            out = self.inferer(data)(inputs, network, with_aux=True)
+            out = self.inferer(data)(inputs, network)  # inference.json's inferer asks for with_aux
         if not isinstance(out, dict) or "experts" not in out:
             raise TypeError("the bundle's network did not return expert outputs for with_aux=True")
         fused = out.get("logits", out.get("pred"))

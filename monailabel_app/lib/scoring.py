@@ -4,7 +4,8 @@ MoME's experts each segment the image; in eval mode ``model(x, with_aux=True)`` 
 forward as the fused prediction. Where the experts agree, the image looks like what they were trained on; where
 they disagree, a label teaches the model most. The score is the generalised Jensen-Shannon divergence of the K
 experts' voxel-wise class distributions, ``H(mean_k p_k) - mean_k H(p_k)`` (nats, between 0 and ln K), averaged
-over the brain (non-zero voxels of the preprocessed image).
+over the brain (non-zero voxels of the preprocessed image). The number is computed by the bundle's own code
+(``scripts.metrics``), where every segmentation metric lives.
 
 MONAI Label's own epistemic scoring cannot be used: it puts the network in ``train()`` mode for dropout, where
 MoME returns a dict of deep-supervision outputs, and it needs several passes per image.
@@ -18,6 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -25,6 +28,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.utils.others.generic import name_to_device
 
+from monailabel_app.lib.bundle import bundle_module
 from monailabel_app.lib.infer import MoMEInferTask
 
 __all__ = ["KEY_MODEL", "KEY_SCORE", "ExpertDisagreementScoring", "expert_disagreement"]
@@ -36,35 +40,39 @@ KEY_MODEL = "mome_disagreement_model"
 KEY_ERROR = "mome_disagreement_error"
 
 
-def expert_disagreement(experts: torch.Tensor, num_classes: int, mask: torch.Tensor | None = None) -> float:
-    """Mean generalised Jensen-Shannon divergence between experts over ``mask`` (all voxels if empty/None).
+#: Where the app looks for the bundle without ``--conf bundle`` (``AppOptions``: the app folder's sibling).
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundle"
+
+
+def _metrics(bundle: Path | None) -> ModuleType:
+    return bundle_module(bundle or DEFAULT_BUNDLE, "scripts.metrics")
+
+
+def expert_disagreement(
+    experts: torch.Tensor, num_classes: int, mask: torch.Tensor | None = None, bundle: Path | None = None
+) -> float:
+    """Mean generalised Jensen-Shannon divergence between experts over ``mask`` (all voxels if empty/None): the
+    bundle's ``scripts.metrics.expert_disagreement``.
 
     Args:
         experts: logits ``(K * num_classes, *spatial)``, expert-major as MoME returns them.
         num_classes: classes per expert (background included).
         mask: boolean ``(*spatial)`` region to average over.
+        bundle: the bundle folder whose code computes it (default: :data:`DEFAULT_BUNDLE`).
     """
-    k = experts.shape[0] // num_classes
-    if k * num_classes != experts.shape[0] or k < 2:
-        raise ValueError(f"expected K*{num_classes} expert channels with K >= 2, got {experts.shape[0]}")
-    p = experts.float().unflatten(0, (k, num_classes)).softmax(dim=1)
-    mean = p.mean(dim=0)
-    entropy_of_mean = -(mean * mean.clamp_min(1e-12).log()).sum(dim=0)
-    mean_entropy = -(p * p.clamp_min(1e-12).log()).sum(dim=1).mean(dim=0)
-    jsd = (entropy_of_mean - mean_entropy).clamp_min(0)
-    if mask is not None and bool(mask.any()):
-        return float(jsd[mask].mean())
-    return float(jsd.mean())
+    return _metrics(bundle).expert_disagreement(experts, num_classes, mask)
 
 
 class ExpertDisagreementScoring(ScoringMethod):
     """Writes ``mome_disagreement`` (and the weights version it was computed with) into each unlabelled image's
-    datastore info. Request options: ``max_images`` (default ``--conf scoring_max_images``), ``device``."""
+    datastore info. Request options: ``max_images`` (default ``--conf scoring_max_images``), ``device``. The score is
+    computed by the code of ``bundle`` (default: :data:`DEFAULT_BUNDLE`)."""
 
-    def __init__(self, infer_task: MoMEInferTask, max_images: int = 8) -> None:
+    def __init__(self, infer_task: MoMEInferTask, max_images: int = 8, bundle: Path | None = None) -> None:
         super().__init__("Disagreement between MoME's modality experts (one forward per image)")
         self.infer_task = infer_task
         self.max_images = max_images
+        self.bundle = bundle
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -107,6 +115,7 @@ class ExpertDisagreementScoring(ScoringMethod):
     ) -> dict[str, float | None]:
         """Score ``image_ids`` now; an image that fails is recorded with its error and ``None``."""
         device = name_to_device(device)
+        metrics = _metrics(self.bundle)
         scores: dict[str, float | None] = {}
         with self._lock:
             for image_id in image_ids:
@@ -114,7 +123,7 @@ class ExpertDisagreementScoring(ScoringMethod):
                 try:
                     out = self.infer_task.aux_outputs(path, device)
                     mask = out["image"][0] != 0
-                    value = expert_disagreement(out["experts"], out["fused"].shape[0], mask)
+                    value = metrics.expert_disagreement(out["experts"], out["fused"].shape[0], mask)
                     info: dict[str, Any] = {KEY_SCORE: value, KEY_MODEL: version, KEY_ERROR: None}
                 except Exception as e:  # one unreadable image must not stop the others
                     logger.warning(f"expert disagreement failed for {image_id}: {e}")

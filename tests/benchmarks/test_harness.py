@@ -46,6 +46,8 @@ def _checks(part: str, r: dict) -> None:
         assert after["seconds_per_iteration"] > 0 and 0 <= after["data_loading_share"] < 1
     elif part == "released":
         assert r["task_dice"] and 0 <= r["average"]["task_level"] <= 1 and r["n_cases"] > 0
+        assert r["lesion_wise"]["average"] and r["by_size_bin"]
+        assert r["report_overhead"]["median_ratio"] > 0 and len(r["report_overhead"]["uncertainty"]) == 1
     elif part == "monailabel":
         assert r["infer_median_s"] > 0 and r["train_turnaround_s"] > 0
 

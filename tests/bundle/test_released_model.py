@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser
 
 from demo.commands import BUNDLE, config_files
 from demo.release import LIMIT_BYTES, md5
-from scripts.evaluation import case_metrics
+from scripts.metrics import case_metrics
 from scripts.mome import MoME
 
 RELEASED = BUNDLE / "models" / "model.pt"

@@ -147,11 +147,16 @@ def test_evaluate_writes_grouped_report(trained: Path, tiny_dataset: Path, tmp_p
         ckpt_dir=str(trained),
         output_dir=str(tmp_path),
         save_predictions=True,
+        tsne=True,
     )
     wf.initialize()
     assert not wf.check_properties()
     wf.run()
     wf.finalize()
+    # the gate's bottleneck feature of every image (128 channels in the small preset), from the same forward
+    features = np.load(tmp_path / "bottleneck_features.npz")
+    assert features["features"].shape == (3, 128) and np.isfinite(features["features"]).all()
+    assert len(set(features["image"].tolist())) == 3 and (tmp_path / "tsne.png").stat().st_size > 0
     with (tmp_path / "cases.csv").open() as f:
         rows = list(csv.DictReader(f))
     # the same numbers from the prediction files (native grid) as from the evaluator: one evaluation path
@@ -162,6 +167,11 @@ def test_evaluate_writes_grouped_report(trained: Path, tiny_dataset: Path, tmp_p
     from_files = evaluate_folder(items, tmp_path / "predictions")
     assert [round(c["dice"], 4) for c in from_files] == [float(r["dice"]) for r in rows]
     assert [c["dice"] for c in read_cases(tmp_path / "cases.csv")] == [float(r["dice"]) for r in rows]
+    for c, r in zip(from_files, rows, strict=True):  # the lesion-wise scores too
+        assert [c[k] for k in ("tp", "fp", "fn")] == [int(r[k]) for k in ("tp", "fp", "fn")]
+        assert (round(c["lesion_dice"], 4), round(c["avd_ml"], 4)) == (float(r["lesion_dice"]), float(r["avd_ml"]))
+    with (tmp_path / "lesions.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == sum(len(c["lesions"]) for c in from_files)
     for image in items:
         saved = tmp_path / "predictions" / Path(image["image"]).name.replace(".nii", "_seg.nii")
         assert nib.load(saved).shape == nib.load(image["image"]).shape
@@ -177,6 +187,8 @@ def test_evaluate_writes_grouped_report(trained: Path, tiny_dataset: Path, tmp_p
     assert set(summary["dice"]["lesion_type"]) == {"glioma", "stroke_acute", "stroke_chronic"}
     assert summary["average"]["case_level"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]), abs=1e-3)
     assert set(summary["specialisation_index"]) == {"T1", "DWI"}
+    assert set(summary["lesion_wise"]["lesion_type"]) == set(summary["dice"]["lesion_type"])
+    assert sum(b["n_lesions"] for b in summary["by_size_bin"].values()) == sum(len(c["lesions"]) for c in from_files)
     for png in ("radar.png", "gate_usage.png"):
         assert (tmp_path / png).stat().st_size > 10_000
 
@@ -210,6 +222,12 @@ def test_inference_writes_native_space_labels(trained: Path, phantom_root: Path,
         assert out.shape == src.shape  # the ISLES DWI grid (2x2x4 mm) and the WMH grid differ: both restored
         np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
         assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1}
+        report = json.loads((tmp_path / name.replace("_seg.nii.gz", "_report.json")).read_text())
+        assert report["n_lesions"] == len(report["lesions"]) and report["status"] == "ok"
+        if options.get("register"):  # registered: the overlap with the template is good, MNI coordinates given
+            assert report["registration"]["overlap"] > 0.7, report["registration"]
+            assert all(lesion["centroid_mni_mm"] is not None for lesion in report["lesions"])
+            assert not any(f["flag"] == "registration" for f in report["qc_flags"])
 
 
 def test_weights_describe_themselves(trained: Path, phantom_root: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from monailabel.client import MONAILabelClient
 from demo.commands import cpu_conf
 from demo.studies import phantom_studies
 from monailabel_app.local import LocalServer, wait_for_training
+from scripts.metrics import components
 from scripts.mome import MoME
 
 
@@ -58,6 +59,12 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
         before = np.asarray(nib.load(before_file).dataobj)
         image = nib.load(studies / f"{image_id}.nii.gz")
         assert before.shape == image.shape and np.allclose(nib.load(before_file).affine, image.affine, atol=1e-4)
+        report = before_result["report"]  # the per-scan report comes with the label: what a viewer user reads
+        assert report["n_lesions"] == components(before > 0)[1]
+        voxel_ml = abs(np.linalg.det(image.affine[:3, :3])) / 1000
+        assert report["total_volume_ml"] == pytest.approx((before > 0).sum() * voxel_ml)
+        assert sum(report["gate_share"].values()) == pytest.approx(1, abs=1e-3) and report["uncertainty"] >= 0
+        assert not list((tmp_path / "model").rglob("*_report.json"))  # into the answer, not into a file
 
         # the server answers while it infers: /info/ comes back before the inference started before it ends
         worker = threading.Thread(target=lambda: finished.append(client.infer("mome", image_id, {})))

@@ -15,23 +15,39 @@ from scripts.data.template import head_template, mni_template
 HEAD_ML = 2700.0
 
 
-def has_skull(image: np.ndarray, affine: np.ndarray) -> tuple[bool, float]:
-    """Whether the image shows skull and scalp, and the foreground volume (ml) that decided it: above half the Otsu
-    threshold of the smoothed non-background voxels, largest component, holes filled (background noise adds none)."""
+def foreground(image: np.ndarray) -> np.ndarray:
+    """The head or brain in an image: above half the Otsu threshold of the smoothed non-background voxels, largest
+    component, holes filled (background noise adds none)."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     data = ndimage.gaussian_filter(np.asarray(image, np.float32), 1.0)
     values = data[data > data.min()]
     if values.size < 2 or values.min() == values.max():
-        return False, 0.0
+        return np.zeros(data.shape, bool)
     mask = data > 0.5 * threshold_otsu(values)
     labels, n = ndimage.label(mask)
     if n > 1:
         mask = labels == np.bincount(labels.ravel())[1:].argmax() + 1
-    mask = ndimage.binary_fill_holes(mask)
+    return ndimage.binary_fill_holes(mask)
+
+
+def has_skull(image: np.ndarray, affine: np.ndarray) -> tuple[bool, float]:
+    """Whether the image shows skull and scalp, and the foreground volume (ml, :func:`foreground`) that decided it."""
+    mask = foreground(image)
     ml = float(mask.sum() * abs(np.linalg.det(np.asarray(affine, float)[:3, :3])) / 1000.0)
     return ml > HEAD_ML, ml
+
+
+def registration_overlap(registered: np.ndarray, brain: np.ndarray, skull_stripped: bool) -> float:
+    """How well a registered image sits on the template: Dice of its :func:`foreground` with the template's brain
+    mask, or for a head with its skull (whose foreground is larger than the brain by design) the share of the
+    template brain that the head covers. Near 1 for a good registration; a failed one, or a non-brain, is far lower."""
+    fg, brain = foreground(registered), np.asarray(brain, bool)
+    both = float(np.logical_and(fg, brain).sum())
+    if not skull_stripped:
+        return both / max(float(brain.sum()), 1.0)
+    return 2 * both / max(float(fg.sum() + brain.sum()), 1.0)
 
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (ITK's physical space)

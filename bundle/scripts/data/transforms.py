@@ -15,7 +15,7 @@ from monai.utils import TraceKeys, ensure_tuple_rep
 
 from scripts.data.geometry import resample
 from scripts.data.modality import modality_index
-from scripts.data.registration import has_skull, register_to_template
+from scripts.data.registration import has_skull, register_to_template, registration_overlap
 from scripts.data.template import mni_template
 from scripts.errors import InputError
 from scripts.mome import MODALITIES
@@ -91,12 +91,16 @@ class RegisterToTemplated(MapTransform, InvertibleTransform):
             logger.info(f"{name}: foreground {ml:.0f} ml, {'skull-stripped' if stripped else 'with skull'}")
         matrix = register_to_template(array, native_affine, whole_head=not stripped)
         template = mni_template(self.spacing)
+        overlap = None
         for key, order in self.key_iterator(d, self.order):
             x = d[key]
             native = np.asarray(x.affine, float)
             y = _like(resample(np.asarray(x), native, template.affine, template.image.shape, order, world=matrix), x)
+            if key == self.image_key:  # the per-scan report's QC reads it from the trace
+                overlap = round(registration_overlap(np.asarray(y[0]), template.mask, bool(stripped)), 4)
             y.meta.update(skull_stripped=bool(stripped), foreground_ml=-1.0 if ml is None else ml)
-            extra = {"matrix": matrix.tolist(), "native_affine": native.tolist()}
+            extra = {"matrix": matrix.tolist(), "native_affine": native.tolist(), "skull_stripped": bool(stripped)}
+            extra["overlap"] = overlap
             to_native = np.linalg.inv(native) @ template.affine
             self.push_transform(y, orig_size=tuple(x.shape[1:]), affine=to_native, extra_info=extra)
             d[key] = y
