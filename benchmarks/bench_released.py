@@ -103,6 +103,7 @@ def report_overhead(weights: Path, images: list[str], work: Path, reps: int, war
         "median_ratio": float(sorted(ratios)[len(ratios) // 2]),
         "uncertainty": sorted(float(r["uncertainty"]) for r in reports),
         "qc_flags": sorted(f["flag"] for r in reports for f in r["qc_flags"]),
+        "brain_z": [min(r["brain_z"][0] for r in reports), max(r["brain_z"][1] for r in reports)],
     }
 
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         if (work_tsne := Path(tmp) / "eval" / "tsne.png").is_file() and args.json:  # beside the JSON, for the docs
             args.json.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(work_tsne, args.json.with_name("released_tsne.png"))
-        overhead = report_overhead(args.weights, images, Path(tmp), 1 if args.smoke else 3, 0 if args.smoke else 1)
+        overhead = report_overhead(args.weights, images, Path(tmp), 1 if args.smoke else 5, 0 if args.smoke else 1)
     tasks = summary["dice"]["task"]
     visible = {t: d for t, d in tasks.items() if t.split("/")[-1] in VISIBLE}
     result = {

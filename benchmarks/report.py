@@ -358,11 +358,16 @@ def _released(r: dict, out: Path, docs: Path) -> list[str]:
         o, names = r["report_overhead"], list(r["report_overhead"]["median_s"])
         lines += [
             f"Per-scan report and uncertainty map, side by side on {o['images']} of these images ({o['reps']} "
-            f"interleaved repetitions each): label only {_f(o['median_s'][names[0]], 2)} s, label + report + "
-            f"uncertainty map {_f(o['median_s'][names[1]], 2)} s per scan (medians); median ratio per image "
-            f"{_f(o['median_ratio'])} (goal <= 1.10: {_verdict(o['median_ratio'] <= 1.10)}). Expert disagreement "
+            f"interleaved repetitions each; {r['machine']['cpu']}, {r['machine']['cores']} cores, "
+            f"{r['machine']['cpu_capability']}, {r['machine']['date']}): "
+            f"label only {_f(o['median_s'][names[0]], 2)} s, label + report + "
+            f"uncertainty map {_f(o['median_s'][names[1]], 2)} s per scan (medians; their ratio "
+            f"{_f(o['median_s'][names[1]] / o['median_s'][names[0]])}); median ratio per image "
+            f"{_f(o['median_ratio'])}, per image {_f(min(o['ratio_per_image']))}-{_f(max(o['ratio_per_image']))} "
+            f"(goal <= 1.10: {_verdict(o['median_ratio'] <= 1.10)}). Expert disagreement "
             f"on these in-distribution images: {_f(min(o['uncertainty']), 4)}-{_f(max(o['uncertainty']), 4)} nats; "
-            f"QC flags raised: {', '.join(o['qc_flags']) or 'none'}.",
+            f"QC flags raised: {', '.join(o['qc_flags']) or 'none'}"
+            + (f"; z-scored brain 0.1/99.9th percentiles within {o['brain_z']}." if "brain_z" in o else "."),
             "",
         ]
     return lines

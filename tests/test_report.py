@@ -75,6 +75,6 @@ def test_uncertainty_map_from_the_forward_pass() -> None:
     image = torch.ones(1, 4, 4, 4)
     d = Uncertaintyd(num_classes=c)({"pred": {"logits": torch.zeros(c, 4, 4, 4), "experts": experts}, "image": image})
     u = d["uncertainty"][0]
-    assert u[:2].mean().item() == pytest.approx(np.log(2), abs=1e-4)  # opposite one-hot experts: ln 2 nats
+    assert u[:2].mean().item() == pytest.approx(np.log(2), abs=1e-3)  # opposite one-hot experts: ln 2 nats (map: 0.001)
     assert u[2:].abs().max().item() < 1e-6
     assert d["uncertainty_score"] == pytest.approx(np.log(2) / 2, abs=1e-4)
