@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime
 import hashlib
+import json
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ from scripts.atomic import atomic_path, save_json
 from scripts.data.modality import canonical_modality
 from scripts.errors import InputError
 from scripts.io import SUFFIXES, check_image, has_image_suffix
-from scripts.report import REPORT_POSTFIX, output_stem
+from scripts.report import output_stem, report_path
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +128,6 @@ def _distributed(device: torch.device) -> tuple[int, int, bool]:
 
 
 def _read_report(path: Path) -> dict | None:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -162,8 +161,7 @@ class CohortRunner:
         return output_stem(self.output_dir, image, self.input_root)
 
     def _report(self, image: str | Path) -> Path:
-        stem = self._stem(image)
-        return stem.with_name(f"{stem.name}_{REPORT_POSTFIX}.json")
+        return report_path(self.output_dir, image, self.input_root)
 
     def run(self) -> dict | None:
         rank, world, started = _distributed(self.device)
@@ -296,5 +294,4 @@ def summarise(reports: Sequence[Mapping]) -> dict:
         "total_volume_ml": spread("total_volume_ml"),
         "uncertainty": spread("uncertainty"),
         "run_time_s": spread("run_time_s"),
-        "report_postfix": REPORT_POSTFIX,
     }

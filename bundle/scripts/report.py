@@ -163,17 +163,18 @@ class ScanReportd(MapTransform):
         d = dict(data)
         pred, image = d[self.keys[0]], d[self.image_key]
         source = Path(str(image.meta.get("filename_or_obj", "image")))
-        header = read_header(source)
         mask = _plain(pred).cpu().numpy().reshape(pred.shape[-3:]) > 0
-        affine = np.asarray(getattr(pred, "affine", header.affine), float)
+        # the label is on the input's grid (after Invertd): its affine is the file's, no header to read again
+        affine = np.asarray(pred.affine if isinstance(pred, MetaTensor) else read_header(source).affine, float)
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
         matrix, extra = _registration(image)
         lesions = lesion_table(mask, affine, matrix)
         report: dict[str, Any] = {"status": "ok", "image": str(source.resolve()), "sequence": d.get("modality")}
         report["prediction"] = d.get("prediction_path")
         report |= {
-            "shape": list(header.shape[:3]),
-            "spacing_mm": [round(float(s), 4) for s in header.spacing[:3]],
-            "extent_mm": [round(float(n * s), 1) for n, s in zip(header.shape[:3], header.spacing[:3], strict=True)],
+            "shape": list(mask.shape),
+            "spacing_mm": [round(float(s), 4) for s in spacing],
+            "extent_mm": [round(float(n * s), 1) for n, s in zip(mask.shape, spacing, strict=True)],
             "n_lesions": len(lesions),
             "total_volume_ml": float(sum(row["volume_ml"] for row in lesions)),
             "lesions": lesions,
