@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-lock
 STUDIES ?= demo_output/studies
 PORT ?= 8000
+PACS_PORT ?= 8042
 
-.PHONY: setup test lint demo serve benchmark lock clean
+.PHONY: setup test lint demo serve pacs benchmark lock clean
 
 # Re-running with an unchanged lock is a no-op: the stamp is newer than the lock.
 setup: $(STAMP)
@@ -30,6 +31,10 @@ demo: setup
 
 serve: setup
 	$(PY) -m monailabel.main start_server --app monailabel_app --studies $(STUDIES) --host 127.0.0.1 --port $(PORT) --conf models mome $(SERVE_CONF)
+
+# A local Orthanc PACS (DICOMweb on 127.0.0.1:$(PACS_PORT)) holding the demo's studies as MR series; Ctrl-C stops it.
+pacs: setup
+	$(PY) -m pacs --studies $(STUDIES) --folder demo_output/pacs --port $(PACS_PORT)
 
 benchmark: setup
 	$(PY) benchmarks/run_all.py

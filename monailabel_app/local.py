@@ -32,9 +32,11 @@ class LocalServer:
     ``bin/`` inside the app folder. Outbound HTTP(S) goes to a dead proxy, so a download attempt fails loudly.
     """
 
-    def __init__(self, work: Path, studies: Path, conf: dict[str, str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, work: Path, studies: Path | str, conf: dict[str, str], env: dict[str, str] | None = None
+    ) -> None:
         self.work = Path(work)
-        self.studies = Path(studies)
+        self.studies = str(studies)  # a folder or a DICOMweb URL (a Path would fold its '//')
         self.conf = {"models": "mome", "bundle": str(BUNDLE), **conf}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -29,6 +29,7 @@ from monailabel.tasks.activelearning.random import Random
 
 from monailabel_app.lib.bundle import bundle_module
 from monailabel_app.lib.datastore import CheckedDatastore
+from monailabel_app.lib.dicomweb import MRDICOMwebDatastore, dicomweb_datastore
 from monailabel_app.lib.errors import conflict, is_volume_error, not_found, unprocessable
 from monailabel_app.lib.infer import MoMEInferTask, how_to_get_weights
 from monailabel_app.lib.options import LABELS, MODEL_NAME, AppOptions
@@ -46,6 +47,11 @@ SCORING_NAME = "expert_disagreement"
 def _is_upload(image: Any) -> bool:
     """MONAI Label hands an uploaded image to the app as a temporary file it created."""
     return isinstance(image, str) and Path(image).parent == Path(tempfile.gettempdir()) and Path(image).is_file()
+
+
+def _wanted(flag: Any) -> bool:
+    """A request switch that is on unless given as false (JSON ``false`` or the text of a form field)."""
+    return flag is None or str(flag).strip().lower() not in ("false", "0", "no")
 
 
 class _CurrentTask:
@@ -84,7 +90,9 @@ class MoMEApp(MONAILabelApp):
     # --- tasks ------------------------------------------------------------------------------------------------
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()  # DICOMweb / XNAT / DSA: MONAI Label's own datastores
+            if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+                return super().init_datastore()  # MONAI Label's own
+            return dicomweb_datastore(self.studies)
         return CheckedDatastore(
             self.studies,
             bundle=self.options.bundle,
@@ -170,11 +178,16 @@ class MoMEApp(MONAILabelApp):
         except ValueError as e:  # the weights file exists but is not a MoME checkpoint
             raise conflict(f"the served weights are unusable: {e}") from e
         try:
-            return super().infer(request, datastore)
+            result = super().infer(request, datastore)
         except Exception as e:
             if is_volume_error(e):  # raised by LoadVolumed where the pipeline reads the voxels
                 raise unprocessable(f"cannot segment this image: {e}") from e
             raise
+        store = datastore or self.datastore()
+        if isinstance(store, MRDICOMwebDatastore) and not upload and _wanted(request.get("store_seg")):
+            # a series from the PACS: its prediction goes back to the PACS as a DICOM SEG referencing it
+            result["params"]["dicom_seg"] = store.store_prediction(image, result["file"])
+        return result
 
     def train(self, request: dict[str, Any]) -> dict[str, Any]:
         model = request.get("model")

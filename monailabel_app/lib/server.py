@@ -61,7 +61,7 @@ def install() -> bool:
         return False
     import requests
     from fastapi import BackgroundTasks, Depends, File, Form, UploadFile
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from fastapi.routing import APIRoute
     from monailabel.config import RBAC_USER, settings
     from monailabel.endpoints import infer as stock
@@ -78,7 +78,32 @@ def install() -> bool:
         output: Optional[stock.ResultType] = None,  # noqa: UP045 - FastAPI evaluates it
         user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
     ):
+        if output == stock.ResultType.dicom_seg:
+            answer = stock.run_inference(
+                background_tasks, model, image, session_id, params, file, label, stock.ResultType.json
+            )
+            return _stored_seg(answer)
         return stock.run_inference(background_tasks, model, image, session_id, params, file, label, output)
+
+    def _stored_seg(answer: Any) -> Response:
+        """``output=dicom_seg``: the SEG the app stored in the PACS for this prediction, as the PACS returns it
+        (the stock branch writes a second, unstored SEG and needs the caller to describe the segment)."""
+        from monailabel.interfaces.utils.app import app_instance
+
+        from monailabel_app.lib.dicomweb import MRDICOMwebDatastore
+
+        datastore = app_instance().datastore()
+        if not isinstance(datastore, MRDICOMwebDatastore):
+            raise unprocessable("output=dicom_seg needs a DICOMweb datastore (--studies http://.../dicom-web)")
+        params = answer if isinstance(answer, dict) else {}
+        seg = params.get("dicom_seg")
+        if not seg:
+            raise unprocessable("the prediction is empty: no DICOM SEG was written (a SEG needs a segment)")
+        body = datastore.retrieve_seg(seg["StudyInstanceUID"], seg["SeriesInstanceUID"])
+        name = f"{seg['SeriesInstanceUID']}.dcm"
+        return Response(
+            body, media_type="application/dicom", headers={"Content-Disposition": f"attachment; filename={name}"}
+        )
 
     app = server.app
     route = APIRoute(
