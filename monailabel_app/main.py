@@ -83,7 +83,7 @@ class MoMEApp(MONAILabelApp):
             conf=conf,
             name="MoME brain lesion segmentation",
             description="Lesion segmentation on one MR image of any sequence (T1, T1c, T2, FLAIR, DWI)",
-            labels=LABELS,
+            labels=sorted(LABELS, key=LABELS.get),  # app level: names, a list (OHIF's panel appends to it)
         )
         self.version = json.loads((self.options.bundle / "configs" / "metadata.json").read_text())["version"]
 

@@ -41,7 +41,7 @@ def test_without_weights_info_says_so_and_infer_is_409(studies, tmp_path, client
         model = info["models"]["mome"]
         assert model["ready"] is False
         assert "train" in model["message"].lower() and str(tmp_path / "model") in model["message"]
-        assert info["labels"] == {"lesion": 1}
+        assert info["labels"] == ["lesion"] and info["models"]["mome"]["labels"] == {"lesion": 1}
         assert set(info["strategies"]) == {"random", "first", "uncertainty"}
         assert "expert_disagreement" in info["scoring"]
 

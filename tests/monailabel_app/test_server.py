@@ -47,7 +47,7 @@ def test_annotation_loop_against_a_real_server(tmp_path: Path) -> None:
         client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
         info = client.info()
         assert info["models"]["mome"]["ready"] is True and info["models"]["mome"]["weights"]["preset"] == "small"
-        assert info["labels"] == {"lesion": 1}
+        assert info["labels"] == ["lesion"] and info["models"]["mome"]["labels"] == {"lesion": 1}
         version = info["models"]["mome"]["weights"]["version"]
 
         sample = client.next_sample("first", {})
