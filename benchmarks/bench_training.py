@@ -147,17 +147,12 @@ def dice_after(wf, iterations: int) -> float:
     return float(evaluator.state.metrics["val_mean_dice"])
 
 
-#: The smoke run checks the harness on two small datasets (generating all six took most of its time).
-SMOKE_PROFILES = ("isles2022", "wmh2017")
-
-
-def _phantom_datalist(data: Path, subjects: int, profiles: tuple[str, ...] | None = None) -> Path:
-    """Phantom datasets at 2 mm (default: all six) and a datalist over them, a third of the subjects for
-    validation."""
+def _phantom_datalist(data: Path, subjects: int) -> Path:
+    """All six phantom datasets at 2 mm and a datalist over them, one subject per dataset for validation."""
     from phantoms import generate
     from scripts.data.datalist import main as datalist_main
 
-    generate(data, profiles=list(profiles) if profiles else None, subjects=subjects, spacing=2, seed=0, workers=2)
+    generate(data, subjects=subjects, spacing=2, seed=0, workers=2)
     datalist_main(
         ["--out", str(data / "datalist.json"), "--phantoms", str(data), "--val", "0.34", "--test", "0", "--seed", "0"]
     )
@@ -177,11 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         args.iterations, args.rounds = 2, 1
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        datalist = args.datalist or (
-            _phantom_datalist(Path(tmp) / "data", 2, SMOKE_PROFILES)
-            if args.smoke
-            else _phantom_datalist(Path(tmp) / "data", 4)
-        )
+        datalist = args.datalist or _phantom_datalist(Path(tmp) / "data", 2 if args.smoke else 4)
         flows = {}
         variants = {n: VARIANTS[n] for n in ("before", AFTER)} if args.smoke else VARIANTS
         for name, knobs in variants.items():

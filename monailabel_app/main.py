@@ -184,7 +184,8 @@ class MoMEApp(MONAILabelApp):
                 raise unprocessable(f"cannot segment this image: {e}") from e
             raise
         store = datastore or self.datastore()
-        if isinstance(store, MRDICOMwebDatastore) and not upload and _wanted(request.get("store_seg")):
+        from_pacs = isinstance(store, MRDICOMwebDatastore) and isinstance(image, str) and not upload
+        if from_pacs and _wanted(request.get("store_seg")):
             # a series from the PACS: its prediction goes back to the PACS as a DICOM SEG referencing it
             result["params"]["dicom_seg"] = store.store_prediction(image, result["file"])
         return result

@@ -19,11 +19,9 @@ from pacs.orthanc import Orthanc, OrthancError
 from pacs.series import upload, write_series
 
 
-def _subject_and_sequence(path: Path) -> tuple[str, str]:
+def _subject_and_sequence(stem: str) -> tuple[str, str]:
     from scripts.data.modality import canonical_modality
-    from scripts.io import strip_suffix
 
-    stem = strip_suffix(path.name)
     subject, _, suffix = stem.rpartition("_")
     try:
         sequence = canonical_modality(suffix) if subject else None
@@ -49,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.studies and not images:
             print(f"warning: no NIfTI images in {args.studies}", file=sys.stderr)
         numbers: dict[str, int] = {}
+        from scripts.io import strip_suffix
+
         for image in images:
-            subject, sequence = _subject_and_sequence(image)
+            stem = strip_suffix(image.name)
+            subject, sequence = _subject_and_sequence(stem)
             numbers[subject] = numbers.get(subject, 0) + 1
-            files = write_series(
-                image, args.folder / "dicom" / image.name.split(".")[0], sequence, subject, numbers[subject]
-            )
+            files = write_series(image, args.folder / "dicom" / stem, sequence, subject, numbers[subject])
             upload(pacs.dicomweb, files)
             print(f"sent {image.name} as {subject} / {sequence} ({len(files)} slices)", flush=True)
         print(f"PACS ready: {pacs.dicomweb} (Orthanc explorer {pacs.url}/app/explorer.html); Ctrl-C stops it")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,9 @@ from typing import Any
 
 import requests
 
-__all__ = ["DICOMWEB_PLUGIN", "Orthanc", "OrthancError", "free_port"]
+from monailabel_app.local import free_port
+
+__all__ = ["DICOMWEB_PLUGIN", "Orthanc", "OrthancError"]
 
 #: Where Debian's ``orthanc-dicomweb`` package puts the plugin.
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -27,12 +28,6 @@ DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 class OrthancError(RuntimeError):
     """Orthanc is missing, did not start, or refused a request."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Orthanc:
@@ -64,9 +59,8 @@ class Orthanc:
             "DicomServerEnabled": False,
             "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True, "StudiesMetadata": "Full"},
-            # the viewer fetches from another origin (MONAI Label's /ohif/ goes through its own proxy)
-            "HttpDescribeErrors": True,
-            "StableAge": 1,
+            "HttpDescribeErrors": True,  # error details in the HTTP answer, for the caller's message
+            "StableAge": 1,  # a series counts as complete 1 s after its last instance
         }
 
     def start(self) -> Orthanc:
@@ -79,8 +73,8 @@ class Orthanc:
         self.folder.mkdir(parents=True, exist_ok=True)
         config = self.folder / "orthanc.json"
         config.write_text(json.dumps(self.config(), indent=2))
-        log = (self.folder / "orthanc.log").open("ab")
-        self.process = subprocess.Popen([binary, str(config)], stdout=log, stderr=subprocess.STDOUT)
+        with (self.folder / "orthanc.log").open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen([binary, str(config)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

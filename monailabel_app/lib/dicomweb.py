@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import sys
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +198,6 @@ class MRDICOMwebDatastore(DICOMWebDatastore):
     def retrieve_seg(self, study_uid: str, series_uid: str) -> bytes:
         """The stored SEG instance, as the PACS returns it (the file a viewer would get)."""
         (instance,) = self._client.retrieve_series(study_uid, series_uid)
-        from io import BytesIO
-
         buffer = BytesIO()
         instance.save_as(buffer, write_like_original=False)
         return buffer.getvalue()
