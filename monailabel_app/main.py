@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
@@ -25,7 +26,6 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 
 from monailabel_app.lib.bundle import bundle_module
 from monailabel_app.lib.datastore import CheckedDatastore
@@ -36,7 +36,7 @@ from monailabel_app.lib.options import LABELS, MODEL_NAME, AppOptions
 from monailabel_app.lib.scoring import ExpertDisagreementScoring
 from monailabel_app.lib.server import check_id, remove_upload
 from monailabel_app.lib.server import install as install_server_hooks
-from monailabel_app.lib.strategy import Uncertainty
+from monailabel_app.lib.strategy import Uncertainty, WeightedRandom
 from monailabel_app.lib.train import MoMETrainTask, NoLabelsError
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class MoMEApp(MONAILabelApp):
         return {MODEL_NAME: MoMETrainTask(self.options, self.conf)}
 
     def init_strategies(self) -> dict[str, Strategy]:
-        strategies: dict[str, Strategy] = {"random": Random()}
+        strategies: dict[str, Strategy] = {"random": WeightedRandom()}
         if not self.options.switches["skip_strategies"]:
             strategies.update(first=First(), uncertainty=Uncertainty(self.scoring_method))
         return strategies
@@ -203,7 +203,15 @@ class MoMEApp(MONAILabelApp):
         strategy = request.get("strategy") or "random"
         if strategy not in self._strategies:
             raise not_found(f"unknown strategy {strategy!r}; available: {', '.join(self._strategies)}")
-        return super().next_sample(request)
+        refused = getattr(self._datastore, "refused", None)  # the PACS datastore: series it could not read
+        while True:
+            before = len(refused) if refused is not None else 0
+            try:
+                return super().next_sample(request)
+            except HTTPException as e:
+                if e.status_code != 422 or refused is None or len(refused) == before:
+                    raise
+                logger.warning(f"next sample: skipped, {e.detail}")  # the strategy no longer sees that series
 
     def scoring(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         method = request.get("method")

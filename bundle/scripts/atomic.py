@@ -10,9 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-from monai.data import NibabelWriter
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
@@ -40,6 +37,8 @@ def _umask() -> int:
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, not at the top: the phantom generator and the datalist tools write JSON without torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -48,14 +47,3 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
     """Every JSON file the project writes (datalists, reports, manifests, benchmark results) goes through here."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-class AtomicNibabelWriter(NibabelWriter):
-    """MONAI's NIfTI writer (``SaveImaged(writer=...)``) through :func:`atomic_path`: a killed run leaves no
-    half-written label that a resumed run or a viewer would take for a finished one."""
-
-    def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
-        name = Path(filename).name
-        suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
-        with atomic_path(filename, suffix=suffix) as tmp:
-            super().write(tmp, verbose=verbose, **obj_kwargs)

@@ -6,17 +6,21 @@ sentence, starting with the file name, why a file cannot be used. Every entry po
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import NibabelWriter
 from monai.transforms import LoadImaged
 from monai.utils import ensure_tuple
 
+from scripts.atomic import atomic_path
 from scripts.errors import InputError
 
 #: Image files the bundle and the app read (NIfTI through nibabel; NRRD and MetaImage through ITK).
@@ -256,3 +260,14 @@ class LoadVolumed(LoadImaged):
                 raise VolumeError(f"{name}: loaded as shape {shape}; expected one channel and three spatial axes")
             check_array(d[key], name)
         return d
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's NIfTI writer (``SaveImaged(writer=...)``) through :func:`scripts.atomic.atomic_path`: a killed run
+    leaves no half-written label that a resumed run or a viewer would take for a finished one."""
+
+    def write(self, filename: str | os.PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
+        name = Path(filename).name
+        suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+        with atomic_path(filename, suffix=suffix) as tmp:
+            super().write(tmp, verbose=verbose, **obj_kwargs)

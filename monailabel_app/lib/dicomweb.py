@@ -7,7 +7,8 @@ What the stock datastore does not do, and a PACS user needs:
 * reads the sequence from ``SeriesDescription`` / ``ProtocolName`` into the image info ``modality``, so a label
   saved from a viewer trains that sequence's expert;
 * refuses a series it cannot segment with a 422 naming the series (not MR, multi-frame, a broken file, slices not
-  evenly spaced or not parallel) and keeps nothing of it in its cache;
+  evenly spaced or not parallel) and keeps nothing of it in its cache; a refused series is left out of the
+  unlabelled images, so active learning never offers it again (a request for it is checked again);
 * writes DICOM SEG with dcmqi's ``itkimage2segimage`` from the locked ``dcmqi`` wheel (MONAI Label would download
   dcmqi from the internet), with the lesion segment named and coded (SNOMED CT), and stores it in the PACS.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
 from monailabel.datastore.utils.convert import nifti_to_dicom_seg
@@ -130,6 +132,13 @@ def check_series(folder: Path, series_uid: str) -> None:
 class MRDICOMwebDatastore(DICOMWebDatastore):
     """The stock DICOMweb datastore with the checks, sequence and SEG writing in the module docstring."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused: dict[str, str] = {}  #: series id -> why it was refused, until a later check passes
+
+    def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        return [s for s in super().get_unlabeled_images(label_tag, labels) if s not in self.refused]
+
     def list_images(self) -> list[str]:
         # uncached: the stock list is kept for MONAI_LABEL_DICOMWEB_CACHE_EXPIRY (2 h), so a series sent to the
         # PACS after the server started stays invisible that long
@@ -163,11 +172,15 @@ class MRDICOMwebDatastore(DICOMWebDatastore):
                     raise not_found(f"series {image_id} is not in the PACS ({self._client.base_url})")
                 dicom_web_download_series(None, image_id, str(folder), self._client, self._fetch_by_frame)
             check_series(folder, image_id)
-            return super().get_image_uri(image_id)
-        except Exception:
+            uri = super().get_image_uri(image_id)
+        except Exception as e:
+            if isinstance(e, HTTPException) and e.status_code == 422:
+                self.refused[image_id] = str(e.detail)
             shutil.rmtree(folder, ignore_errors=True)  # a refused or half-downloaded series leaves nothing behind
             converted.unlink(missing_ok=True)
             raise
+        self.refused.pop(image_id, None)
+        return uri
 
     def store_prediction(self, image_id: str, label: str) -> dict[str, Any] | None:
         """Write ``label`` (on the series' grid) as a DICOM SEG referencing the series and store it in the PACS;

@@ -6,11 +6,16 @@ it scores a capped batch itself before choosing, so it works with MONAI Label's 
 Images handed out by this strategy in the last ``reserve_seconds`` are passed over while others remain, so two
 annotators asking at once get different images. Without trained weights it falls back to the least recently
 served image and says so.
+
+:class:`WeightedRandom` is MONAI Label's ``random`` (images weighted by the seconds since each was last served),
+without its failure: the stock one answers 500 once every unlabelled image was served within the same second (all
+weights zero), which a few quick "next sample" clicks on a small datastore do.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
@@ -19,7 +24,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 
 from monailabel_app.lib.scoring import KEY_MODEL, KEY_SCORE, ExpertDisagreementScoring
 
-__all__ = ["Uncertainty"]
+__all__ = ["Uncertainty", "WeightedRandom"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +69,18 @@ class Uncertainty(Strategy):
             if info.get(KEY_MODEL) == version and info.get(KEY_SCORE) is not None:
                 scores[image] = float(info[KEY_SCORE])
         return scores
+
+
+class WeightedRandom(Strategy):
+    def __init__(self) -> None:
+        super().__init__("Random unlabelled image, favouring those not served for longest")
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
+        images = sorted(datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels")))
+        if not images:
+            return None
+        name, now = request.get("strategy", "random"), int(time.time())
+        served = [datastore.get_image_info(i).get("strategy", {}).get(name, {}).get("ts", 0) for i in images]
+        weights = [max(now - ts, 0) + 1 for ts in served]  # + 1 s: never all zero
+        image = random.choices(images, weights=weights)[0]
+        return {"id": image, "weight": weights[images.index(image)]}

@@ -12,7 +12,7 @@ import torch
 from monailabel.datastore.local import LocalDatastore
 
 from monailabel_app.lib.scoring import KEY_MODEL, KEY_SCORE, ExpertDisagreementScoring, expert_disagreement
-from monailabel_app.lib.strategy import Uncertainty
+from monailabel_app.lib.strategy import Uncertainty, WeightedRandom
 
 
 def test_agreeing_experts_score_zero_and_opposed_experts_score_ln2() -> None:
@@ -114,3 +114,13 @@ def test_uncertainty_without_weights_falls_back_to_least_recently_served(datasto
     datastore.update_image_info("a", {"strategy": {"uncertainty": {"ts": 100}}})
     result = Uncertainty(ExpertDisagreementScoring(_FakeInferTask(None, {})))({"strategy": "uncertainty"}, datastore)
     assert result["id"] == "b" and "no trained weights" in result["fallback"]
+
+
+def test_random_keeps_serving_when_every_image_was_just_served(datastore: LocalDatastore) -> None:
+    now = int(time.time()) + 5  # served "in the future" too (a clock step back): weights would be zero or below
+    for name in ("a", "b", "c", "d"):
+        datastore.update_image_info(name, {"strategy": {"random": {"ts": now}}})
+    picks = {WeightedRandom()({"strategy": "random"}, datastore)["id"] for _ in range(40)}
+    assert picks <= {"a", "b", "c", "d"} and len(picks) > 1
+    datastore.update_image_info("a", {"strategy": {"random": {"ts": 0}}})  # never served: nearly always chosen
+    assert WeightedRandom()({"strategy": "random"}, datastore)["id"] == "a"
