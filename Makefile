@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-lock
 STUDIES ?= demo_output/studies
 PORT ?= 8000
 PACS_PORT ?= 8042
+# pytest-xdist processes for `make test`; whole test files go to one worker (their module fixtures are shared)
+TEST_WORKERS ?= 2
 
 .PHONY: setup test lint demo serve pacs benchmark lock clean
 
@@ -24,7 +26,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: setup
 	$(PY) -m demo --out demo_output
