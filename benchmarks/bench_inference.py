@@ -216,12 +216,15 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
     v = results["variants"]
+    unet_above_imports = v["unet"]["peak_rss_mb"] - v["unet"]["rss_after_imports_mb"]  # 0 when run in-process (smoke)
     results["ratios"] = {
         "reference_over_default_time": v["reference"]["seconds"] / v["default"]["seconds"],
         "default_over_bf16_time": v["default"]["seconds"] / v["bf16"]["seconds"] if "bf16" in v else None,
         "default_over_unet_peak_rss": v["default"]["peak_rss_mb"] / v["unet"]["peak_rss_mb"],
         "default_over_unet_peak_rss_above_imports": (v["default"]["peak_rss_mb"] - v["default"]["rss_after_imports_mb"])
-        / (v["unet"]["peak_rss_mb"] - v["unet"]["rss_after_imports_mb"]),
+        / unet_above_imports
+        if unet_above_imports > 0
+        else None,
     }
     print(json.dumps(results["ratios"], indent=1))
     if args.small_weights and args.datalist:

@@ -88,7 +88,8 @@ def run(presets: list[str], reps: int, smoke: bool, keep_memory: bool = True) ->
             ("train_step", train_candidates(model, train_size, batch), [batch, 1, *[train_size] * 3]),
         ):
             # training steps: two warm-up rounds, MoME's heap takes two steps to reach its steady size
-            timed = interleaved(cands, reps=reps, warmup=0 if smoke else 2 if kind == "train_step" else 1)
+            warmup = 0 if smoke else 2 if kind == "train_step" else 1
+            timed = interleaved(cands, reps=reps, warmup=warmup, wait_s=0 if smoke else 20)
             ratio = timed["mome"]["median_s"] / timed["sum_of_unets"]["median_s"]
             case = {"preset": preset, "kind": kind, "input_shape": shape, "ratio": ratio, **timed}
             results["cases"].append(case)

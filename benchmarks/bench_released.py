@@ -86,11 +86,12 @@ def _pipeline(weights: Path, output_dir: Path, full: bool):
     return run
 
 
-def report_overhead(weights: Path, images: list[str], work: Path, reps: int, warmup: int) -> dict:
+def report_overhead(weights: Path, images: list[str], work: Path, reps: int, warmup: int, wait_s: float = 20) -> dict:
     label, full = _pipeline(weights, work / "label", False), _pipeline(weights, work / "full", True)
     names = ("label only", "label + report + uncertainty")
     per_image = [
-        interleaved({names[0]: lambda i=i: label(i), names[1]: lambda i=i: full(i)}, reps, warmup) for i in images
+        interleaved({names[0]: lambda i=i: label(i), names[1]: lambda i=i: full(i)}, reps, warmup, wait_s=wait_s)
+        for i in images
     ]
     medians = {k: [r[k]["median_s"] for r in per_image] for k in per_image[0]}
     ratios = [f / max(lo, 1e-9) for lo, f in zip(*medians.values(), strict=True)]
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         if (work_tsne := Path(tmp) / "eval" / "tsne.png").is_file() and args.json:  # beside the JSON, for the docs
             args.json.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(work_tsne, args.json.with_name("released_tsne.png"))
-        overhead = report_overhead(args.weights, images, Path(tmp), 1 if args.smoke else 5, 0 if args.smoke else 1)
+        reps, warmup, wait_s = (1, 0, 0) if args.smoke else (5, 1, 20)
+        overhead = report_overhead(args.weights, images, Path(tmp), reps, warmup, wait_s)
     tasks = summary["dice"]["task"]
     visible = {t: d for t, d in tasks.items() if t.split("/")[-1] in VISIBLE}
     result = {

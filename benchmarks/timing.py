@@ -31,13 +31,17 @@ def cpu_busy_fraction(seconds: float = 0.5) -> float:
 
 
 def interleaved(
-    candidates: dict[str, Callable[[], object]], reps: int = 3, warmup: int = 1, quiet_below: float = 0.15
+    candidates: dict[str, Callable[[], object]],
+    reps: int = 3,
+    warmup: int = 1,
+    quiet_below: float = 0.15,
+    wait_s: float = 20,
 ) -> dict[str, dict]:
     """Run every candidate once per round, ``reps`` rounds after ``warmup``; report median and all times.
 
     Rounds alternate the order of candidates so drifts in machine load hit all of them alike. Before each round
-    we wait (up to 20 s) for a quiet machine and record the busy fraction seen; each run's kernel (system) seconds
-    and minor page faults are recorded too.
+    we wait (up to ``wait_s``; a smoke run: 0) for a quiet machine and record the busy fraction seen; each run's
+    kernel (system) seconds and minor page faults are recorded too.
     """
     for _ in range(warmup):
         for fn in candidates.values():
@@ -47,7 +51,7 @@ def interleaved(
     busy = []
     names = list(candidates)
     for r in range(reps):
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + wait_s
         load = cpu_busy_fraction()
         while load > quiet_below and time.monotonic() < deadline:
             load = cpu_busy_fraction()
