@@ -70,6 +70,37 @@ class MoMELoss(nn.Module):
         return self.seg_loss([f[rows] for f in fused], label[rows])
 
 
+class MoMEPlusLoss(nn.Module):
+    """MoME+'s loss: ``L = w * L_experts + (1 - w) * L_MoME`` per case, averaged over the batch, where
+    ``L_experts`` is the mean over the case's available sequences of each one's expert against the label. ``w``
+    follows the same curriculum as :class:`MoMELoss`. The reference computes this and then trains on ``L_MoME``
+    alone (it overwrites the sum): that is ``expert_weight = 0`` here, a choice instead of a silent override."""
+
+    def __init__(self, levels: int, expert_weight: float = 1.0) -> None:
+        super().__init__()
+        self.seg_loss = seg_loss(levels)
+        self.expert_weight = expert_weight
+
+    def forward(self, pred: Mapping[str, Sequence], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        label, available = target["label"], target["available"].to(target["label"].device)
+        fused, experts = pred["fused"], pred["experts"]
+        if available.shape != (label.shape[0], len(experts)):
+            raise ValueError(
+                f"availability of shape {tuple(available.shape)} for a batch of {label.shape[0]} cases and "
+                f"{len(experts)} experts"
+            )
+        w = float(self.expert_weight)
+        loss = (1 - w) * self.seg_loss(list(fused), label) if w < 1 else label.new_zeros(())
+        if w > 0:
+            per_case = []
+            for b in range(label.shape[0]):
+                ks = available[b].nonzero().view(-1).tolist()
+                terms = [self.seg_loss([level[b : b + 1] for level in experts[k]], label[b : b + 1]) for k in ks]
+                per_case.append(torch.stack(terms).mean())
+            loss = loss + w * torch.stack(per_case).mean()
+        return loss
+
+
 def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 

@@ -121,10 +121,14 @@ class MoME(nn.Module):
         self.num_classes, self.in_channels, self.gate_activation = num_classes, in_channels, gate_activation
         k = len(self.modalities)
         self.experts = nn.ModuleList(build_unet(in_channels, num_classes, preset) for _ in range(k))
-        stem = PRESETS[preset]["features_per_stage"][0]
-        self.gate = build_unet(in_channels + k * stem, k * num_classes, preset)
+        self.gate = self._build_gate(preset)
         self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.train()
+
+    def _build_gate(self, preset: str) -> UNet:
+        """The gating U-Net: the image and every expert's first encoder stage in, K*C weights out."""
+        k, stem = len(self.modalities), PRESETS[preset]["features_per_stage"][0]
+        return build_unet(self.in_channels + k * stem, k * self.num_classes, preset)
 
     @property
     def num_levels(self) -> int:
