@@ -113,9 +113,11 @@ def load(
     return items
 
 
-def _relative(items: list[Item], base: Path) -> list[Item]:
-    keys = ("image", "label")
-    return [{**i, **{k: os.path.relpath(Path(i[k]).resolve(), base.resolve()) for k in keys}} for i in items]
+def _relative(items: list[Item], base: Path, keys: tuple[str, ...] = ("image", "label")) -> list[Item]:
+    def rel(path: str) -> str:
+        return os.path.relpath(Path(path).resolve(), base.resolve())
+
+    return [{**i, **{k: rel(i[k]) for k in keys if k in i}} for i in items]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -139,6 +141,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test", type=float, default=0.2, help="test share of subjects per dataset")
     parser.add_argument("--holdout", nargs="+", default=[], metavar="DATASET", help="datasets kept for test only")
     parser.add_argument("--wmh-other", choices=("background", "lesion"), default="background")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        metavar="SEQUENCE",
+        help="MoME+: one item per subject holding these sequences (e.g. T1 T1c T2 FLAIR) and its availability",
+    )
     args = parser.parse_args(argv)
     sources = {flag: getattr(args, flag) for flag in CONVERTERS if getattr(args, flag)}
     if args.phantoms:
@@ -150,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"give at least one dataset ({', '.join(f'--{f}' for f in [*CONVERTERS, 'phantoms'])})")
     try:
         datalist = split(build(sources, args.wmh_other), args.val, args.test, args.seed, tuple(args.holdout))
+        if args.cases:
+            return _write_cases(datalist, args.cases, args.out)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
@@ -160,6 +170,28 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{dataset:16s} {modality:8s} {name:10s} {n:5d}")
     print(f"wrote {args.out}: " + ", ".join(f"{len(datalist[s])} {s}" for s in SPLITS))
     return datalist
+
+
+def _write_cases(datalist: dict, names: list[str], out: Path) -> dict:
+    """The MoME+ datalist: the same subject splits, one case per subject (:mod:`scripts.data.cases`)."""
+    from scripts.data.cases import group_cases
+
+    sequences = tuple(canonical_modality(n, where="--cases") for n in names)
+    if None in sequences or len(set(sequences)) != len(sequences):
+        raise InputError(f"--cases {' '.join(names)}: expected distinct sequence names")
+    cases: dict = {"sequences": list(sequences)}
+    for name in SPLITS:
+        grouped, skipped = group_cases(datalist[name], sequences)
+        cases[name] = _relative(grouped, out.parent, (*sequences, "label"))
+        for reason in skipped:
+            print(f"skipped ({name}): {reason}")
+    save_json({"description": "MoME+ case datalist (python -m scripts.data.datalist --cases)", **cases}, out)
+    for name in SPLITS:
+        counts = Counter("".join("1" if a else "0" for a in c["available"]) for c in cases[name])
+        masks = ", ".join(f"{k}: {n}" for k, n in sorted(counts.items()))
+        print(f"{name:10s} {len(cases[name]):5d} cases; availability {masks}")
+    print(f"wrote {out}: sequences {', '.join(sequences)}")
+    return cases
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""MoME+ cases: a subject's co-registered sequences as one multi-channel item with an availability mask.
+
+:func:`group_cases` turns the datalist's one-item-per-image entries into one item per (dataset, subject): a key per
+sequence the model knows (``"T1": path, "FLAIR": path``), the subject's one label and ``available``. MONAI's
+``LoadImaged(keys=sequences, allow_missing_keys=True)`` then loads what is there, :class:`StackSequencesd` puts it
+on the first present sequence's grid as K channels (zeros where a sequence is missing) and
+:class:`DropSequencesd` hides a random non-empty subset of the present sequences during training.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import MapTransform, RandomizableTransform, ResampleToMatch
+
+from scripts.data.modality import canonical_modality
+from scripts.errors import InputError
+from scripts.io import AFFINE_TOLERANCE
+
+__all__ = ["DropSequencesd", "StackSequencesd", "group_cases"]
+
+_COPIED = ("dataset", "subject", "lesion_type", "label_values")
+
+
+def group_cases(items: Sequence[Mapping[str, Any]], sequences: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """One item per (dataset, subject) from one-per-image items; returns the cases and, for every subject left
+    out, why (none of its images is one of ``sequences``, e.g. DWI-only ISLES for a four-sequence model).
+
+    A subject with two images of one sequence, or whose images name different labels, is an error naming both
+    files: which one to use is the user's decision, not ours."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for item in items:
+        groups[(str(item.get("dataset")), str(item.get("subject")))].append(item)
+    cases, skipped = [], []
+    for (dataset, subject), members in groups.items():
+        case: dict[str, Any] = {}
+        for item in members:
+            sequence = canonical_modality(item.get("modality"), where=str(item["image"]))
+            if sequence not in sequences:
+                continue
+            if sequence in case:
+                raise InputError(
+                    f"{dataset} subject {subject}: two {sequence} images, {case[sequence]} and {item['image']}; "
+                    "keep one (a case has one image per sequence)"
+                )
+            case[sequence] = item["image"]
+        if not case:
+            names = sorted({str(canonical_modality(i.get("modality"))) for i in members})
+            skipped.append(f"{dataset} subject {subject}: only {', '.join(names)}, none of {', '.join(sequences)}")
+            continue
+        labels = {i["label"] for i in members if canonical_modality(i.get("modality")) in case}
+        if len(labels) > 1:
+            raise InputError(f"{dataset} subject {subject}: its images name different labels: {sorted(labels)}")
+        first = next(i for i in members if canonical_modality(i.get("modality")) in case)
+        case = {
+            **{s: case[s] for s in sequences if s in case},
+            "label": labels.pop(),
+            "available": [int(s in case) for s in sequences],
+            **{k: first[k] for k in _COPIED if k in first},
+        }
+        cases.append(case)
+    return cases, skipped
+
+
+def _world_box(image: torch.Tensor) -> np.ndarray:
+    """(2, 3) min / max world coordinates of a MetaTensor's voxel-centre corners."""
+    shape = np.asarray(image.shape[1:4]) - 1
+    corners = np.array(list(itertools.product(*[(0, s) for s in shape])), float)
+    affine = np.asarray(image.affine, float)
+    world = corners @ affine[:3, :3].T + affine[:3, 3]
+    return np.stack([world.min(0), world.max(0)])
+
+
+class StackSequencesd(MapTransform):
+    """The loaded sequences of a case (MetaTensors, channel first, keys as in ``sequences``; absent keys are missing
+    sequences) as one K-channel ``output_key`` on the grid of the first present one, with ``available`` (K,).
+
+    A sequence on another grid is resampled onto it; one whose field of view does not overlap it is refused with a
+    message naming both files, as is a case with no sequence at all."""
+
+    def __init__(self, sequences: Sequence[str], output_key: str = "image", available_key: str = "available") -> None:
+        super().__init__(list(sequences), allow_missing_keys=True)
+        self.sequences, self.output_key, self.available_key = tuple(sequences), output_key, available_key
+        self.resample = ResampleToMatch(mode="bilinear")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        present = [s for s in self.sequences if s in d]
+        if not present:
+            raise InputError(f"a case with none of the sequences {', '.join(self.sequences)}: nothing to segment")
+        ref = d[present[0]]
+        ref_box = _world_box(ref)
+        channels = []
+        for s in self.sequences:
+            if s not in d:
+                channels.append(torch.zeros_like(ref[:1]))
+                continue
+            img = d.pop(s)
+            if img.shape[0] != 1:
+                raise InputError(f"{_name(img)}: {img.shape[0]} channels; a sequence must be one 3D volume")
+            same_grid = img.shape[1:] == ref.shape[1:] and np.allclose(img.affine, ref.affine, atol=AFFINE_TOLERANCE)
+            if not same_grid:
+                box = _world_box(img)
+                if (np.minimum(box[1], ref_box[1]) <= np.maximum(box[0], ref_box[0])).any():
+                    raise InputError(
+                        f"{_name(img)} does not overlap {_name(ref)} in space: a case's sequences must be "
+                        "co-registered images of one subject"
+                    )
+                img = self.resample(img, img_dst=ref)
+            channels.append(img[:1].to(ref.dtype))
+        d[self.output_key] = torch.cat(channels, dim=0)
+        d[self.available_key] = torch.tensor([float(s in present) for s in self.sequences])
+        return d
+
+
+def _name(image: torch.Tensor) -> str:
+    meta = getattr(image, "meta", {}) or {}
+    return Path(str(meta.get("filename_or_obj", "a sequence"))).name
+
+
+class DropSequencesd(RandomizableTransform):
+    """Training's sequence dropout: keep a random non-empty subset of the present sequences (uniform over those
+    subsets, or weighted by ``prior``, a function of the kept mask) and zero the others' channels."""
+
+    def __init__(self, image_key: str = "image", available_key: str = "available", prior=None) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.image_key, self.available_key, self.prior = image_key, available_key, prior
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        present = [k for k, a in enumerate(d[self.available_key].tolist()) if a > 0]
+        subsets = [s for n in range(1, len(present) + 1) for s in itertools.combinations(present, n)]
+        weights = np.ones(len(subsets)) if self.prior is None else np.array([self.prior(s) for s in subsets], float)
+        keep = subsets[self.R.choice(len(subsets), p=weights / weights.sum())]
+        available = torch.zeros_like(d[self.available_key])
+        available[list(keep)] = 1.0
+        image = d[self.image_key].clone()
+        image[available == 0] = 0
+        d[self.image_key], d[self.available_key] = image, available
+        return d

@@ -1,0 +1,115 @@
+"""MoME+ cases: grouping a subject's images, stacking them on one grid, sequence dropout, and the refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import LoadImaged
+
+from scripts.data.cases import DropSequencesd, StackSequencesd, group_cases
+from scripts.data.datalist import build, main
+from scripts.errors import InputError
+from scripts.mome_plus import PLUS_MODALITIES
+
+
+def _items(phantom_root: Path) -> list[dict]:
+    return build({"brats": [str(phantom_root / "brats2021")], "isles": [str(phantom_root / "isles2022")]})
+
+
+def test_a_brats_subject_is_one_case_of_four_sequences(phantom_root: Path) -> None:
+    cases, skipped = group_cases(_items(phantom_root), PLUS_MODALITIES)
+    brats = [c for c in cases if c["dataset"] == "BraTS2021"]
+    assert len(brats) == 2 and all(c["available"] == [1, 1, 1, 1] for c in brats)
+    assert all(Path(brats[0][s]).is_file() for s in PLUS_MODALITIES)
+    assert len(skipped) == 2 and all("ISLES2022" in s and "DWI" in s for s in skipped)  # DWI: not a K=4 sequence
+    five, _ = group_cases(_items(phantom_root), (*PLUS_MODALITIES, "DWI"))
+    isles = [c for c in five if c["dataset"] == "ISLES2022"]
+    assert isles and all(c["available"] == [0, 0, 0, 0, 1] for c in isles)
+
+
+def test_duplicate_sequences_and_disagreeing_labels_are_refused() -> None:
+    a = {"image": "a_flair.nii.gz", "label": "seg.nii.gz", "modality": "FLAIR", "dataset": "D", "subject": "1"}
+    with pytest.raises(InputError, match="two FLAIR images, a_flair.nii.gz and b_flair.nii.gz"):
+        group_cases([a, {**a, "image": "b_flair.nii.gz"}], PLUS_MODALITIES)
+    with pytest.raises(InputError, match="different labels"):
+        group_cases([a, {**a, "image": "a_t1.nii.gz", "modality": "T1", "label": "other.nii.gz"}], PLUS_MODALITIES)
+
+
+def _write(path: Path, data: np.ndarray, affine: np.ndarray) -> str:
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
+    return str(path)
+
+
+def _load(case: dict) -> dict:
+    """The two transforms called one after the other (``Compose`` would wrap the refusal in a RuntimeError)."""
+    loaded = LoadImaged(list(PLUS_MODALITIES), ensure_channel_first=True, allow_missing_keys=True)(case)
+    return StackSequencesd(PLUS_MODALITIES)(loaded)
+
+
+def test_stacking_fills_missing_sequences_with_zeros_and_resamples_other_grids(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    eye = np.eye(4)
+    t1 = rng.random((16, 16, 16)) + 1
+    case = {"T1": _write(tmp_path / "t1.nii.gz", t1, eye)}
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])  # FLAIR at 2 mm over the same field of view
+    case["FLAIR"] = _write(tmp_path / "flair.nii.gz", np.full((8, 8, 8), 3.0), coarse)
+    out = _load(case)
+    assert out["image"].shape == (4, 16, 16, 16)
+    assert out["available"].tolist() == [1, 0, 0, 1]
+    torch.testing.assert_close(out["image"][0], torch.as_tensor(t1, dtype=torch.float32))
+    assert (out["image"][1:3] == 0).all()
+    inside = out["image"][3, :14, :14, :14]  # resampled onto the T1 grid (edges may fall outside the 2 mm one)
+    torch.testing.assert_close(inside, torch.full_like(inside, 3.0))
+
+
+def test_sequences_that_do_not_overlap_are_refused(tmp_path: Path) -> None:
+    far = np.eye(4)
+    far[:3, 3] = 500.0
+    case = {
+        "T1": _write(tmp_path / "t1.nii.gz", np.ones((8, 8, 8)), np.eye(4)),
+        "T2": _write(tmp_path / "t2.nii.gz", np.ones((8, 8, 8)), far),
+    }
+    with pytest.raises(InputError, match="t2.nii.gz does not overlap t1.nii.gz"):
+        _load(case)
+    with pytest.raises(InputError, match="none of the sequences"):
+        StackSequencesd(PLUS_MODALITIES)({"label": "x"})
+
+
+def test_dropout_keeps_a_non_empty_subset_of_the_present_sequences() -> None:
+    image = torch.arange(1.0, 5.0)[:, None, None, None].expand(4, 2, 2, 2).clone()
+    sample = {"image": image, "available": torch.tensor([1.0, 0.0, 1.0, 1.0])}
+    drop = DropSequencesd()
+    drop.set_random_state(0)
+    seen = set()
+    for _ in range(200):
+        out = drop(sample)
+        kept = tuple(int(a) for a in out["available"].tolist())
+        assert sum(kept) >= 1 and kept[1] == 0  # never an absent sequence, never nothing
+        for k in range(4):
+            expected = image[k] if kept[k] else torch.zeros_like(image[k])
+            assert torch.equal(out["image"][k], expected)
+        seen.add(kept)
+    assert len(seen) == 7  # all 2^3 - 1 subsets of the three present sequences
+    only_all = DropSequencesd(prior=lambda subset: float(len(subset) == 3))
+    assert only_all(sample)["available"].tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_the_datalist_cli_writes_cases_on_the_same_subject_splits(phantom_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cases.json"
+    args = ["--out", str(out), "--phantoms", str(phantom_root), "--val", "0", "--test", "0.5", "--seed", "0"]
+    cases = main([*args, "--cases", "t1", "t1ce", "t2", "flair"])
+    assert cases["sequences"] == list(PLUS_MODALITIES)
+    singles = main(["--out", str(tmp_path / "singles.json"), *args[2:]])
+    for split in ("training", "test"):
+        subjects = {(i["dataset"], i["subject"]) for i in singles[split] if i["modality"] in PLUS_MODALITIES}
+        assert {(c["dataset"], c["subject"]) for c in cases[split]} == subjects
+    case = next(c for c in cases["training"] if c["dataset"] == "BraTS2021")
+    assert (out.parent / case["FLAIR"]).is_file() and (out.parent / case["label"]).is_file()  # relative to the file
+    assert "skipped (training): ISLES2022" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args, "--cases", "t1", "T1"])
+    assert "expected distinct sequence names" in capsys.readouterr().err
