@@ -136,3 +136,19 @@ def test_the_loss_averages_only_the_available_experts() -> None:
     assert only_good < 0.1 < both  # the wrong expert counts only where its sequence is present
     fused_only = MoMEPlusLoss(2, expert_weight=0.0)(pred, {"label": y, "available": torch.tensor([[1, 1]])})
     assert fused_only < 0.1  # the reference's effective loss: the fused output alone
+
+
+def test_a_sliding_window_over_one_case_passes_its_mask_to_every_window() -> None:
+    from monai.inferers import sliding_window_inference
+
+    torch.manual_seed(0)
+    model = MoMEPlus("small").eval()
+    x = torch.randn(1, 4, 32, 32, 64)
+    available = torch.tensor([[0, 1, 0, 1]])
+    with torch.no_grad():
+        windows = sliding_window_inference(x, (32, 32, 32), 4, model, overlap=0.5, available=available)
+        noisy = x.clone()
+        noisy[:, [0, 2]] = 1e3
+        again = sliding_window_inference(noisy, (32, 32, 32), 4, model, overlap=0.5, available=available)
+    assert windows.shape == (1, 2, 32, 32, 64)
+    torch.testing.assert_close(windows, again, rtol=0, atol=0)

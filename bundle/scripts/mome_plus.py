@@ -101,11 +101,14 @@ class MoMEPlus(MoME):
         return gate
 
     def availability(self, x: torch.Tensor, available: torch.Tensor | None) -> torch.Tensor:
-        """The mask as a float (B, K) tensor, checked: one entry per sequence, 0 or 1, at least one sequence."""
+        """The mask as a float (B, K) tensor, checked: one entry per sequence, 0 or 1, at least one sequence. A (K,) or
+        (1, K) mask applies to every batch entry (a sliding window batches windows of one case)."""
         k = len(self.modalities)
         if available is None:
             return torch.ones(x.shape[0], k, dtype=x.dtype, device=x.device)
         c = torch.as_tensor(available, device=x.device).to(x.dtype)
+        if c.ndim == 1 or (c.ndim == 2 and c.shape[0] == 1 and x.shape[0] > 1):
+            c = c.reshape(1, -1).expand(x.shape[0], -1)  # one case's mask for a batch of its windows
         if c.shape != (x.shape[0], k):
             raise ValueError(f"availability must have shape (batch, {k}) = {(x.shape[0], k)}, got {tuple(c.shape)}")
         if not torch.isin(c, torch.tensor([0.0, 1.0], dtype=c.dtype, device=c.device)).all():
