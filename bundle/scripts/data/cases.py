@@ -10,6 +10,7 @@ on the first present sequence's grid as K channels (zeros where a sequence is mi
 from __future__ import annotations
 
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -21,9 +22,9 @@ from monai.transforms import MapTransform, RandomizableTransform, ResampleToMatc
 
 from scripts.data.modality import canonical_modality
 from scripts.errors import InputError
-from scripts.io import AFFINE_TOLERANCE
+from scripts.io import AFFINE_TOLERANCE, check_image, check_label
 
-__all__ = ["DropSequencesd", "StackSequencesd", "group_cases"]
+__all__ = ["DropSequencesd", "StackSequencesd", "group_cases", "load_cases"]
 
 _COPIED = ("dataset", "subject", "lesion_type", "label_values")
 
@@ -66,6 +67,39 @@ def group_cases(items: Sequence[Mapping[str, Any]], sequences: Sequence[str]) ->
         }
         cases.append(case)
     return cases, skipped
+
+
+def load_cases(path: str | Path, split: str, sequences: Sequence[str]) -> list[dict]:
+    """One split of a case datalist (``datalist --cases``), paths made absolute, every file's header checked: its
+    sequences must be the model's, in its order (a datalist made for another model is refused, not reordered)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"case datalist not found: {path} (make one with `python -m scripts.data.datalist --cases`)")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from e
+    if content.get("sequences") != list(sequences):
+        raise InputError(
+            f"{path}: cases of sequences {content.get('sequences')}; this model's are {list(sequences)} "
+            "(remake it with --cases " + " ".join(sequences) + ")"
+        )
+    if not content.get(split):
+        if split == "validation":
+            return []
+        raise InputError(f"{path}: no cases in '{split}'")
+    items = []
+    for n, case in enumerate(content[split]):
+        missing = [k for k in ("label", "available") if k not in case]
+        if missing or not any(s in case for s in sequences):
+            raise InputError(f"{path}: case {n} of '{split}' needs a label, 'available' and a sequence: {case}")
+        item = {**case, **{k: str(path.parent / case[k]) for k in (*sequences, "label") if k in case}}
+        present = [item[s] for s in sequences if s in item]
+        check_label(item["label"], check_image(present[0]))  # the label is on the first sequence's grid
+        for other in present[1:]:
+            check_image(other)
+        items.append(item)
+    return items
 
 
 def _world_box(image: torch.Tensor) -> np.ndarray:
