@@ -43,9 +43,18 @@ def _bundle_stays_as_shipped():
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory: pytest.TempPathFactory):
-    """All six phantom datasets, two subjects each, 2 mm, with QA: the one phantom tree of a test run."""
+    """All six phantom datasets, two subjects each, 2 mm, with QA: the one phantom tree of a test run (built once
+    and shared by the pytest-xdist workers; tests only read it)."""
+    from filelock import FileLock
+
     from phantoms import generate
 
-    root = tmp_path_factory.mktemp("phantoms") / "data"
-    generate(root, subjects=2, spacing=2, seed=0, qa=True, workers=2)
-    return root
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp("phantoms") / "data"
+        generate(root, subjects=2, spacing=2, seed=0, qa=True, workers=2)
+        return root
+    shared = tmp_path_factory.getbasetemp().parent / "phantoms"  # the run's folder, above every worker's own
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "data" / "phantom_manifest.json").is_file():  # generate() renames a finished tree into place
+            generate(shared / "data", subjects=2, spacing=2, seed=0, qa=True, workers=2)
+    return shared / "data"
