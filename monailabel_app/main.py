@@ -41,6 +41,9 @@ from monailabel_app.lib.train import MoMETrainTask, NoLabelsError
 
 logger = logging.getLogger(__name__)
 
+#: unreadable PACS series passed over within one next-sample request before its 422 is answered
+MAX_REFUSED_PER_SAMPLE = 5
+
 SCORING_NAME = "expert_disagreement"
 
 
@@ -204,14 +207,22 @@ class MoMEApp(MONAILabelApp):
         if strategy not in self._strategies:
             raise not_found(f"unknown strategy {strategy!r}; available: {', '.join(self._strategies)}")
         refused = getattr(self._datastore, "refused", None)  # the PACS datastore: series it could not read
-        while True:
+        for attempt in range(MAX_REFUSED_PER_SAMPLE + 1):
             before = len(refused) if refused is not None else 0
             try:
                 return super().next_sample(request)
             except HTTPException as e:
-                if e.status_code != 422 or refused is None or len(refused) == before:
+                # each try downloads a whole series: after a few refusals the client hears the last one (and the
+                # next request goes on past the series refused so far)
+                if (
+                    e.status_code != 422
+                    or refused is None
+                    or len(refused) == before
+                    or attempt == MAX_REFUSED_PER_SAMPLE
+                ):
                     raise
                 logger.warning(f"next sample: skipped, {e.detail}")  # the strategy no longer sees that series
+        raise AssertionError("unreachable")
 
     def scoring(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         method = request.get("method")

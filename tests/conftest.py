@@ -13,7 +13,7 @@ os.environ.setdefault("MONAI_LABEL_AUTO_UPDATE_SCORING", "false")
 if (workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
     # `make test` runs the suite in pytest-xdist workers on the same cores: each worker gets its share of threads,
     # and so do the servers and command lines its tests start (oversubscribed OpenMP threads spin, not work)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
 

@@ -74,8 +74,8 @@ class Dispatch(nn.Module):
 class MoMEPlus(MoME):
     """MoME over a K-channel case (one channel per entry of ``modalities``, in that order) with an availability
     mask; ``forward(x, available)``, ``available`` (B, K) in {0, 1} with at least one 1 per case (``None``: all
-    present). Outputs as :class:`MoME`, with ``"dispatch"`` (B, K, K) added to the training dict and to
-    ``with_aux``."""
+    present). Outputs as :class:`MoME`, with ``"dispatch"`` (B, K, K) added to the training dict. Sliding-window
+    inference: one case at a time with its (1, K) mask (MONAI batches windows of several cases together)."""
 
     def __init__(
         self,
@@ -144,7 +144,7 @@ class MoMEPlus(MoME):
         fused = [self.fuse(w, [e[level] for e in experts]) for level, w in enumerate(weights)]
         if self.training:
             return {"fused": fused, "experts": experts, "dispatch": d}
-        if with_aux:
+        if with_aux:  # spatial outputs only (a sliding window stitches every key); the dispatch is in training's dict
             logits = torch.cat([e[0] for e in experts], dim=1)
-            return {"logits": fused[0], "gate": weights[0], "experts": logits, "dispatch": d}
+            return {"logits": fused[0], "gate": weights[0], "experts": logits}
         return fused[0]

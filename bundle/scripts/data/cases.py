@@ -160,7 +160,8 @@ def _name(image: torch.Tensor) -> str:
 
 class DropSequencesd(RandomizableTransform):
     """Training's sequence dropout: keep a random non-empty subset of the present sequences (uniform over those
-    subsets, or weighted by ``prior``, a function of the kept mask) and zero the others' channels."""
+    subsets, or weighted by ``prior(kept)``, ``kept`` the tuple of kept channel indices) and zero the others'
+    channels. Validation sees every present sequence."""
 
     def __init__(self, image_key: str = "image", available_key: str = "available", prior=None) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
