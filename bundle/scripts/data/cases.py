@@ -10,7 +10,6 @@ on the first present sequence's grid as K channels (zeros where a sequence is mi
 from __future__ import annotations
 
 import itertools
-import json
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, RandomizableTransform, ResampleToMatch
 
+from scripts.data.datalist import read_json
 from scripts.data.modality import canonical_modality
 from scripts.errors import InputError
 from scripts.io import AFFINE_TOLERANCE, check_image, check_label
@@ -40,29 +40,28 @@ def group_cases(items: Sequence[Mapping[str, Any]], sequences: Sequence[str]) ->
         groups[(str(item.get("dataset")), str(item.get("subject")))].append(item)
     cases, skipped = [], []
     for (dataset, subject), members in groups.items():
-        case: dict[str, Any] = {}
-        for item in members:
-            sequence = canonical_modality(item.get("modality"), where=str(item["image"]))
-            if sequence not in sequences:
-                continue
-            if sequence in case:
-                raise InputError(
-                    f"{dataset} subject {subject}: two {sequence} images, {case[sequence]} and {item['image']}; "
-                    "keep one (a case has one image per sequence)"
-                )
-            case[sequence] = item["image"]
-        if not case:
-            names = sorted({str(canonical_modality(i.get("modality"))) for i in members})
+        named = [(canonical_modality(i.get("modality"), where=str(i["image"])), i) for i in members]
+        used = [(s, i) for s, i in named if s in sequences]
+        if not used:
+            names = sorted(str(s) for s, _ in named)
             skipped.append(f"{dataset} subject {subject}: only {', '.join(names)}, none of {', '.join(sequences)}")
             continue
-        labels = {i["label"] for i in members if canonical_modality(i.get("modality")) in case}
+        images: dict[str, str] = {}
+        for sequence, item in used:
+            if sequence in images:
+                raise InputError(
+                    f"{dataset} subject {subject}: two {sequence} images, {images[sequence]} and {item['image']}; "
+                    "keep one (a case has one image per sequence)"
+                )
+            images[sequence] = item["image"]
+        labels = {i["label"] for _, i in used}
         if len(labels) > 1:
             raise InputError(f"{dataset} subject {subject}: its images name different labels: {sorted(labels)}")
-        first = next(i for i in members if canonical_modality(i.get("modality")) in case)
+        first = used[0][1]
         case = {
-            **{s: case[s] for s in sequences if s in case},
+            **{s: images[s] for s in sequences if s in images},
             "label": labels.pop(),
-            "available": [int(s in case) for s in sequences],
+            "available": [int(s in images) for s in sequences],
             **{k: first[k] for k in _COPIED if k in first},
         }
         cases.append(case)
@@ -73,12 +72,7 @@ def load_cases(path: str | Path, split: str, sequences: Sequence[str]) -> list[d
     """One split of a case datalist (``datalist --cases``), paths made absolute, every file's header checked: its
     sequences must be the model's, in its order (a datalist made for another model is refused, not reordered)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"case datalist not found: {path} (make one with `python -m scripts.data.datalist --cases`)")
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from e
+    content = read_json(path, "python -m scripts.data.datalist --cases " + " ".join(sequences))
     if content.get("sequences") != list(sequences):
         raise InputError(
             f"{path}: cases of sequences {content.get('sequences')}; this model's are {list(sequences)} "

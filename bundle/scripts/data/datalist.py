@@ -63,6 +63,16 @@ def build(sources: dict[str, list[str]], wmh_other: str = "background", workers:
     return items
 
 
+def read_json(path: Path, make: str) -> dict:
+    """A datalist file's content; a missing or broken file is an :class:`InputError` saying how to ``make`` one."""
+    if not path.is_file():
+        raise InputError(f"datalist not found: {path} (make one with `{make}`)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from e
+
+
 def load(
     path: str | os.PathLike,
     split: str = "training",
@@ -81,12 +91,7 @@ def load(
         raise InputError(
             f"dataset folder not found: {path.parent} (set --dataset_dir to the folder holding datalist.json)"
         )
-    if not path.is_file():
-        raise InputError(f"datalist not found: {path} (make one with `python -m scripts.data.datalist`)")
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from e
+    content = read_json(path, "python -m scripts.data.datalist")
     if split not in content:
         raise InputError(f"{path}: no '{split}' list; found keys {sorted(content)}")
     for n, item in enumerate(content[split]):
