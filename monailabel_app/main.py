@@ -28,11 +28,12 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 
 from monailabel_app.lib.bundle import bundle_module
+from monailabel_app.lib.cases import resolve_case
 from monailabel_app.lib.datastore import CheckedDatastore
 from monailabel_app.lib.dicomweb import MRDICOMwebDatastore, dicomweb_datastore
 from monailabel_app.lib.errors import conflict, is_volume_error, not_found, unprocessable
-from monailabel_app.lib.infer import MoMEInferTask, how_to_get_weights
-from monailabel_app.lib.options import LABELS, MODEL_NAME, AppOptions
+from monailabel_app.lib.infer import MoMEInferTask, MoMEPlusInferTask, how_to_get_weights
+from monailabel_app.lib.options import LABELS, MODEL_NAME, PLUS_MODEL_NAME, AppOptions
 from monailabel_app.lib.scoring import ExpertDisagreementScoring
 from monailabel_app.lib.server import check_id, remove_upload
 from monailabel_app.lib.server import install as install_server_hooks
@@ -104,14 +105,22 @@ class MoMEApp(MONAILabelApp):
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
 
+    def _new_infer_task(self, model: str) -> MoMEInferTask:
+        options = self.options.for_model(model)
+        return (MoMEPlusInferTask if model == PLUS_MODEL_NAME else MoMEInferTask)(options, self.conf)
+
     def init_infers(self) -> dict[str, InferTask]:
-        task = MoMEInferTask(self.options, self.conf)
-        try:
-            weights = task.weights()
-            logger.info(f"serving {weights.path} ({weights.preset})" if weights else how_to_get_weights(self.options))
-        except ValueError as e:  # start anyway: /info reports it, and training can replace the file
-            logger.warning(f"the served weights are unusable: {e}")
-        return {MODEL_NAME: task}
+        tasks: dict[str, InferTask] = {}
+        for model in self.options.models:
+            task = tasks[model] = self._new_infer_task(model)
+            options = self.options.for_model(model)
+            try:
+                weights = task.weights()
+                served = f"serving {weights.path} ({weights.preset})" if weights else how_to_get_weights(options)
+                logger.info(f"{model}: {served}")
+            except ValueError as e:  # start anyway: /info reports it, and training can replace the file
+                logger.warning(f"{model}: the served weights are unusable: {e}")
+        return tasks
 
     def init_trainers(self) -> dict[str, TrainTask]:
         if self.options.switches["skip_trainers"]:
@@ -127,26 +136,27 @@ class MoMEApp(MONAILabelApp):
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         return {} if self.options.switches["skip_scoring"] else {SCORING_NAME: self.scoring_method}
 
-    def _infer_task(self) -> MoMEInferTask:
-        """The inference task; built again once weights exist when the server started without any (the stock
-        task is only valid with a weights file)."""
-        task = self._infers[MODEL_NAME]
-        if not task.is_valid() and any(p is not None and p.is_file() for p in self.options.weight_candidates):
-            task = self._infers[MODEL_NAME] = MoMEInferTask(self.options, self.conf)
+    def _infer_task(self, model: str = MODEL_NAME) -> MoMEInferTask:
+        """A model's inference task; built again once weights exist when the server started without any (the
+        stock task is only valid with a weights file)."""
+        task = self._infers[model]
+        candidates = self.options.for_model(model).weight_candidates
+        if not task.is_valid() and any(p is not None and p.is_file() for p in candidates):
+            task = self._infers[model] = self._new_infer_task(model)
         return task
 
     def info(self) -> dict[str, Any]:
         info = super().info()
-        task = self._infer_task()
-        if not task.is_valid():  # no weights: the model is still listed, not ready, with what to do
-            info["models"][MODEL_NAME] = {
-                "type": "segmentation",
-                "labels": LABELS,
-                "dimension": 3,
-                "description": "MoME (no weights yet)",
-                "ready": False,
-                "message": how_to_get_weights(self.options),
-            }
+        for model in self.options.models:
+            if not self._infer_task(model).is_valid():  # no weights: listed, not ready, with what to do
+                info["models"][model] = {
+                    "type": "segmentation",
+                    "labels": LABELS,
+                    "dimension": 3,
+                    "description": ("MoME+" if model == PLUS_MODEL_NAME else "MoME") + " (no weights yet)",
+                    "ready": False,
+                    "message": how_to_get_weights(self.options.for_model(model)),
+                }
         return info
 
     # --- requests: the app's checks before MONAI Label's handling ----------------------------------------------
@@ -174,18 +184,24 @@ class MoMEApp(MONAILabelApp):
                     io.check_header(io.read_header(path))
                 except io.VolumeError as e:
                     raise unprocessable(f"cannot segment this image: {e}") from e
-        task = self._infer_task()
+        task = self._infer_task(model)
         try:
             if not task.is_valid() or task.weights() is None:
-                raise conflict(how_to_get_weights(self.options))
+                raise conflict(how_to_get_weights(self.options.for_model(model)))
         except ValueError as e:  # the weights file exists but is not a MoME checkpoint
             raise conflict(f"the served weights are unusable: {e}") from e
+        if model == PLUS_MODEL_NAME:  # the requested image and its siblings: one case, any sequences missing
+            store = datastore or self.datastore()
+            modalities = task.options_modalities()
+            request = {**request, "case": resolve_case(store, image, path, upload, request, modalities, self.options)}
         try:
             result = super().infer(request, datastore)
         except Exception as e:
             if is_volume_error(e):  # raised by LoadVolumed where the pipeline reads the voxels
                 raise unprocessable(f"cannot segment this image: {e}") from e
             raise
+        if model == PLUS_MODEL_NAME:  # which of the datastore's images made the label
+            result.setdefault("params", {})["case"] = {"name": request["case"]["name"], **request["case"]["images"]}
         store = datastore or self.datastore()
         from_pacs = isinstance(store, MRDICOMwebDatastore) and isinstance(image, str) and not upload
         if from_pacs and _wanted(request.get("store_seg")):

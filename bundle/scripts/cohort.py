@@ -30,7 +30,7 @@ from scripts.atomic import atomic_path, save_json
 from scripts.data.modality import canonical_modality
 from scripts.errors import InputError
 from scripts.io import SUFFIXES, check_image, has_image_suffix
-from scripts.report import output_stem, report_path
+from scripts.report import REPORT_POSTFIX, output_stem, report_path
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +157,17 @@ class CohortRunner:
         self.ckpt_path, self.device, self.resume = Path(ckpt_path), torch.device(device), bool(resume)
         self.outputs, self.input_root = tuple(outputs), input_root
 
-    def _stem(self, image: str | Path) -> Path:
-        return output_stem(self.output_dir, image, self.input_root)
+    def _stem(self, scan: Mapping) -> Path:
+        """Prefix of a scan's outputs: its image's name, or a MoME+ case's name."""
+        if "case" in scan:
+            return self.output_dir / scan["case"]
+        return output_stem(self.output_dir, scan["image"], self.input_root)
 
-    def _report(self, image: str | Path) -> Path:
-        return report_path(self.output_dir, image, self.input_root)
+    def _report(self, scan: Mapping) -> Path:
+        if "case" in scan:
+            stem = self._stem(scan)
+            return stem.with_name(f"{stem.name}_{REPORT_POSTFIX}.json")
+        return report_path(self.output_dir, scan["image"], self.input_root)
 
     def run(self) -> dict | None:
         rank, world, started = _distributed(self.device)
@@ -174,7 +180,7 @@ class CohortRunner:
             done = 0
             for i, index in enumerate(mine, start=1):
                 scan = self.scans[index]
-                name = Path(scan["image"]).name
+                name = scan.get("case") or Path(scan["image"]).name
                 if self.resume and self.complete(scan, weights["weights_md5"]):
                     done += 1
                     logger.info(f"[{i}/{len(mine)}] {name}: done before, skipped")
@@ -208,35 +214,50 @@ class CohortRunner:
 
     def complete(self, scan: Mapping, weights_md5: str) -> bool:
         """Its report says ``ok`` for these weights and every output it names exists."""
-        report = _read_report(self._report(scan["image"]))
+        report = _read_report(self._report(scan))
         if not report or report.get("status") != "ok" or report.get("weights_md5") != weights_md5:
             return False
-        stem = self._stem(scan["image"])
+        stem = self._stem(scan)
         return all(stem.with_name(f"{stem.name}_{o}.nii.gz").is_file() for o in self.outputs)
 
     def one(self, index: int, weights: Mapping) -> dict:
         start, scan = time.time(), self.scans[index]
-        path = self._report(scan["image"])
+        path = self._report(scan)
+        case = {k: scan[k] for k in ("case", "reference") if k in scan}
+        if "sequences" in scan:
+            case["sequences"] = {s: str(Path(scan[s]).resolve()) for s in scan["sequences"]}
         try:
-            if not has_image_suffix(scan["image"]):
-                raise InputError(f"{scan['image']}: not an image file (expected {', '.join(SUFFIXES)})")
-            modality = canonical_modality(scan.get("modality"), where=f"the row of {scan['image']}")
-            check_image(scan["image"])
+            if scan.get("error"):
+                raise InputError(scan["error"])
+            for image in [scan[s] for s in scan.get("sequences", ())] or [scan["image"]]:
+                if not has_image_suffix(image):
+                    raise InputError(f"{image}: not an image file (expected {', '.join(SUFFIXES)})")
+                check_image(image)
+            if "sequences" in scan:
+                modality = "+".join(scan["sequences"])
+            else:
+                modality = canonical_modality(scan.get("modality"), where=f"the row of {scan['image']}")
             data = self.dataset[index]
             batch = list_data_collate([data])
+            # MoME+ is told which sequences the case has; one case per call, so every window shares its mask
+            extra = {"available": batch["available"].to(self.device)} if "available" in batch else {}
             with torch.no_grad():
-                batch["pred"] = self.inferer(batch["image"].to(self.device), self.network)
+                batch["pred"] = self.inferer(batch["image"].to(self.device), self.network, **extra)
             item = decollate_batch(batch)[0]
-            item |= {"start_time": start, "modality": modality, "report_extra": dict(weights)}
-            stem = self._stem(scan["image"])
+            item |= {"start_time": start, "modality": modality, "report_extra": {**case, **weights}}
+            stem = self._stem(scan)
             item["prediction_path"] = str(stem.with_name(f"{stem.name}_seg.nii.gz"))
+            item["report_path"] = str(path)
             return self.postprocessing(item)["report"]
         except Exception as e:  # one scan's failure is its row; the cohort goes on
             logger.debug("scan failed", exc_info=True)
+            e = _input_error(e)
             why = " ".join(str(e).split()) or type(e).__name__
             error = why if isinstance(e, InputError) else f"{type(e).__name__}: {why}"
-            report = {"status": "error", "image": str(Path(scan["image"]).resolve()), "error": error}
-            report |= {"sequence": scan.get("modality"), "run_time_s": round(time.time() - start, 3), **weights}
+            image = str(Path(scan["image"]).resolve()) if "image" in scan else None
+            report = {"status": "error", "image": image, **case, "error": error}
+            sequence = "+".join(scan["sequences"]) if "sequences" in scan else scan.get("modality")
+            report |= {"sequence": sequence, "run_time_s": round(time.time() - start, 3), **weights}
             save_json(report, path)
             return report
 
@@ -244,14 +265,15 @@ class CohortRunner:
         """``cohort.csv`` (a row per scan, in input order) and ``cohort_summary.json`` from the reports on disk."""
         rows, reports = [], []
         for scan in self.scans:
-            path = self._report(scan["image"])
+            path = self._report(scan)
             report = _read_report(path) or {"status": "missing", "error": "no report (the run stopped before it)"}
             reports.append(report)
             lesions = report.get("lesions") or []
             flags = report.get("qc_flags") or []
             largest = lesions[0]["volume_ml"] if lesions else (0.0 if report["status"] == "ok" else None)
             rows.append({
-                "image": scan["image"], "status": report["status"], "error": report.get("error", ""),
+                **({"case": scan["case"]} if "case" in scan else {}), "image": scan.get("image", ""),
+                "status": report["status"], "error": report.get("error", ""),
                 "sequence": report.get("sequence") or scan.get("modality") or "",
                 "n_lesions": report.get("n_lesions", ""), "total_volume_ml": _fmt(report.get("total_volume_ml")),
                 "largest_lesion_ml": _fmt(largest),
@@ -260,14 +282,26 @@ class CohortRunner:
                 "run_time_s": _fmt(report.get("run_time_s"), 2), "prediction": report.get("prediction") or "",
                 "report": str(path) if report["status"] != "missing" else "",
             })  # fmt: skip
+        columns = ("case", *COLUMNS) if any("case" in s for s in self.scans) else COLUMNS
         with atomic_path(self.output_dir / "cohort.csv") as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         summary = summarise(reports)
         save_json(summary, self.output_dir / "cohort_summary.json")
         logger.info(f"cohort: {summary['status']} -> {self.output_dir / 'cohort.csv'}")
         return summary | {"errors": [r.get("error") for r in reports if r.get("status") != "ok"]}
+
+
+def _input_error(error: BaseException) -> BaseException:
+    """The :class:`InputError` behind ``error`` (MONAI's ``Compose`` wraps a transform's in a RuntimeError that
+    names only the transform), else ``error``."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, InputError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return error
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

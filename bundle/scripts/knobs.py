@@ -84,3 +84,13 @@ def check_inference(preset: object, spacing: object, overlap: object, sw_roi_siz
     _number("spacing", spacing)
     _number("overlap", overlap, lambda v: 0 <= v < 1, "a number in [0, 1)")
     return True
+
+
+def check_plus(register: object) -> bool:
+    """MoME+ cases are segmented in their own space: template registration is the single-sequence model's."""
+    if register:
+        raise InputError(
+            "--register True: MoME+ cases are not registered to the template (its weights are trained with "
+            "--register False); use such weights, or the single-sequence inference.json"
+        )
+    return True

@@ -142,7 +142,8 @@ class ScanReportd(MapTransform):
     ``d["report"]`` and, given ``output_dir``, in ``<output_dir>/<image name>_report.json`` (written last and
     atomically: its presence means the scan's outputs are complete; ``input_root`` as ``SaveImaged``'s
     ``data_root_dir``). ``start_time`` (``time.time()``) in the item
-    gives the run time; ``modality`` in the item the sequence; ``report_extra`` (a dict) is copied in."""
+    gives the run time; ``modality`` in the item the sequence; ``report_extra`` (a dict) is copied in;
+    ``report_path`` in the item, where given, is where it goes (a MoME+ case is named by the case, not a file)."""
 
     def __init__(
         self,
@@ -196,7 +197,7 @@ class ScanReportd(MapTransform):
             report["run_time_s"] = round(time.time() - float(start), 3)
         d["report"] = report
         if self.output_dir is not None:
-            save_json(report, report_path(self.output_dir, source, self.input_root))
+            save_json(report, d.get("report_path") or report_path(self.output_dir, source, self.input_root))
         return d
 
 

@@ -14,6 +14,7 @@ Everything else (pre/post-processing from ``inference.json``, ``Restored`` back 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -25,9 +26,9 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 
 from monailabel_app.lib.bundle import ServedWeights, bundle_module, load_state_dict, served_weights
-from monailabel_app.lib.options import AppOptions
+from monailabel_app.lib.options import PLUS_MODEL_NAME, AppOptions
 
-__all__ = ["MoMEConstants", "MoMEInferTask", "NoWeightsError", "how_to_get_weights"]
+__all__ = ["MoMEConstants", "MoMEInferTask", "MoMEPlusInferTask", "NoWeightsError", "how_to_get_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,13 @@ class NoWeightsError(RuntimeError):
 
 
 def how_to_get_weights(options: AppOptions) -> str:
+    if options.model == PLUS_MODEL_NAME:
+        return (
+            f"no trained MoME+ weights yet (looked for {options.served_file}"
+            + (f" and {options.weights}" if options.weights else "")
+            + "). Train them with the bundle (configs/train_plus.json) and copy the model.pt into that folder, or "
+            "start the server with --conf weights_plus /path/to/model.pt"
+        )
     return (
         f"no trained MoME weights yet (looked for {options.served_file}"
         + (f" and {options.weights}" if options.weights else "")
@@ -66,7 +74,10 @@ class MoMEInferTask(BundleInferTask):
     Without any weights the task is not valid (the stock behaviour); the app says how to get weights.
     """
 
-    def __init__(self, options: AppOptions, conf: dict[str, Any] | None = None) -> None:
+    #: configs read over inference.json (MoME+: its overlay)
+    OVERLAYS: tuple[str, ...] = ()
+
+    def __init__(self, options: AppOptions, conf: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.options = options
         self._build_lock = threading.Lock()
         conf = {**(conf or {}), "preload": str(options.switches.get("preload", False))}
@@ -76,6 +87,7 @@ class MoMEInferTask(BundleInferTask):
             const=MoMEConstants(options),
             type=InferType.SEGMENTATION,
             load_strict=True,
+            **kwargs,
         )
         if not self.valid:
             return
@@ -85,8 +97,14 @@ class MoMEInferTask(BundleInferTask):
         self._config.pop("model_filename", None)  # the stock choice among <bundle>/models/*.pt; one file is served
 
     # --- hooks ------------------------------------------------------------------------------------------------
+    def _config_files(self, config: str) -> list[str]:
+        return [config, *(str(Path(config).with_name(name)) for name in self.OVERLAYS)]
+
     def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
         parser = super()._load_bundle_config(path, config)
+        if self.OVERLAYS:  # read again with the overlays merged over it
+            parser.read_config(self._config_files(config))
+            parser.config.update({self.const.key_bundle_root(): path})
         for key, value in self.config_overrides().items():
             parser[key] = value
         return parser
@@ -199,7 +217,7 @@ class MoMEInferTask(BundleInferTask):
         """``network_def`` of ``inference.json`` with the weights' preset, parsed apart from the transforms' config
         (re-parsing that one would create new transform objects, which ``Invertd`` refuses to invert)."""
         parser = ConfigParser()
-        parser.read_config(self.bundle_config_path)
+        parser.read_config(self._config_files(self.bundle_config_path))
         parser["bundle_root"] = self.bundle_path
         for key, value in self.config_overrides().items():
             parser[key] = value
@@ -222,3 +240,40 @@ class MoMEInferTask(BundleInferTask):
             raise TypeError("the bundle's network did not return expert outputs for with_aux=True")
         fused = out.get("logits", out.get("pred"))
         return {"image": torch.as_tensor(data[self.key_image]), "fused": fused[0], "experts": out["experts"][0]}
+
+
+class MoMEPlusInferTask(MoMEInferTask):
+    """MoME+ on a case: the requested image and its sibling sequences (``data["case"]``, set by the app from the
+    datastore: ``{"name", "sequences": {sequence: path}, "reference": sequence}``). The label comes back on the
+    requested image's grid; with no sibling the case is that one sequence.
+
+    Narrow changes to the MoME task: ``inference_plus.json`` read over ``inference.json``; MONAI Label's image
+    loader wrapper left out (it expects every key, and a case has missing sequences); the inferer told the case's
+    sequences (``available``), so every sliding window of the case knows them."""
+
+    OVERLAYS = ("inference_plus.json",)
+
+    def __init__(self, options: AppOptions, conf: dict[str, Any] | None = None) -> None:
+        super().__init__(options, conf, extend_load_image=False)
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Any) -> dict[str, Any]:
+        case = data.pop("case", None)
+        if not isinstance(case, dict) or not case.get("sequences"):
+            raise ValueError("a MoME+ request needs its case (the app resolves it from the datastore)")
+        for sequence in self.options_modalities():
+            data.pop(sequence, None)  # only the app's resolved paths are read
+        data.update(case["sequences"])
+        data |= {"reference": case["reference"], "case": case.get("name") or "case"}
+        return super().run_pre_transforms(data, transforms)
+
+    def options_modalities(self) -> list[str]:
+        weights = self.weights()
+        record = weights.record if weights else {}
+        return list(record.get("modalities") or bundle_module(self.options.bundle, "scripts.mome_plus").PLUS_MODALITIES)
+
+    def inferer(self, data: Any = None) -> Any:
+        inferer = super().inferer(data)
+        available = data.get("available") if isinstance(data, dict) else None
+        if available is None:
+            return inferer
+        return functools.partial(inferer, available=torch.as_tensor(available).float()[None])

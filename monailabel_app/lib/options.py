@@ -6,6 +6,7 @@ a typo or a wrong type should stop the server at start with a message, not fail 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,10 +17,17 @@ from monailabel.utils.others.generic import strtobool
 
 from monailabel_app.lib.bundle import bundle_module
 
-__all__ = ["ALIASES", "IGNORED", "LABELS", "MODEL_NAME", "SWITCHES", "AppOptions", "parse_bool", "parse_size"]
+__all__ = [
+    "ALIASES", "IGNORED", "LABELS", "MODELS", "MODEL_NAME", "PLUS_MODEL_NAME", "SWITCHES", "AppOptions", "parse_bool",
+    "parse_size",
+]  # fmt: skip
 
 MODEL_NAME = "mome"
+#: MoME+: a case's co-registered sequences (the requested image and its siblings in the datastore), any missing
+PLUS_MODEL_NAME = "mome_plus"
+MODELS = (MODEL_NAME, PLUS_MODEL_NAME)
 LABELS = {"lesion": 1}
+
 
 def parse_bool(value: Any) -> bool:
     """A real ``bool`` (the bundle's ``initialize`` rejects the string ``"false"``), as MONAI Label spells them."""
@@ -94,6 +102,18 @@ class AppOptions:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     switches: dict[str, bool] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = (MODEL_NAME,)
+    #: ``--conf weights_plus``, by default the bundle's ``models/model_plus.pt``
+    weights_plus: Path | None = None
+    model: str = MODEL_NAME
+
+    def for_model(self, name: str) -> AppOptions:
+        """These options for one model: MoME+ has its own model folder and weights (``<app>/model/mome_plus``)."""
+        if name == self.model:
+            return self
+        return dataclasses.replace(
+            self, model=name, model_dir=self.model_dir.parent / name, weights=self.weights_plus, weights_plus=None
+        )
 
     @property
     def served_file(self) -> Path:
@@ -112,8 +132,11 @@ class AppOptions:
             if stock in conf:
                 conf.setdefault(ours, conf.pop(stock))
         models = [m.strip() for m in str(conf.pop("models", MODEL_NAME)).split(",") if m.strip()]
-        if not models or any(m not in (MODEL_NAME, "all") for m in models):
-            raise ValueError(f"this app serves one model, '{MODEL_NAME}'; got --conf models {','.join(models)!r}")
+        if not models or any(m not in (*MODELS, "all") for m in models):
+            raise ValueError(
+                f"--conf models {','.join(models)!r}: expected {', '.join(MODELS)} (comma-separated) or all"
+            )
+        models = list(MODELS) if "all" in models else [m for m in MODELS if m in models]
 
         bundle = Path(conf.pop("bundle", None) or app_dir.parent / "bundle").expanduser().resolve()
         missing = [
@@ -128,15 +151,8 @@ class AppOptions:
         if model_dir == bundle or bundle in model_dir.parents:
             raise ValueError(f"--conf model_dir {model_dir} is inside the bundle; the app never writes into {bundle}")
 
-        weights_conf = conf.pop("weights", None)
-        if weights_conf is None:
-            weights: Path | None = bundle / "models" / "model.pt"
-        elif str(weights_conf).strip().lower() in ("", "none"):
-            weights = None
-        else:
-            weights = Path(weights_conf).expanduser().resolve()
-            if not weights.is_file():
-                raise ValueError(f"--conf weights {weights}: no such file")
+        weights = _weights(conf, "weights", bundle / "models" / "model.pt")
+        weights_plus = _weights(conf, "weights_plus", bundle / "models" / "model_plus.pt")
 
         preset = str(conf.pop("preset", "auto")).strip()
         presets = bundle_module(bundle, "scripts.mome").PRESETS
@@ -148,6 +164,8 @@ class AppOptions:
             model_dir=model_dir,
             weights=weights,
             preset=None if preset.lower() == "auto" else preset,
+            models=tuple(models),
+            weights_plus=weights_plus,
         )
         for name, parse in (
             ("epochs", int),
@@ -182,6 +200,19 @@ class AppOptions:
         if unknown:
             raise ValueError(f"unknown --conf key(s) {', '.join(unknown)}; see monailabel_app/README.md")
         return options
+
+
+def _weights(conf: dict[str, Any], key: str, default: Path) -> Path | None:
+    """``--conf weights`` / ``weights_plus``: a file that exists, ``none`` (train first), or the bundle's."""
+    value = conf.pop(key, None)
+    if value is None:
+        return default
+    if str(value).strip().lower() in ("", "none"):
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"--conf {key} {path}: no such file")
+    return path
 
 
 def _parsed(name: str, value: Any, parse: Callable[[Any], Any]) -> Any:

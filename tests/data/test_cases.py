@@ -10,8 +10,9 @@ import pytest
 import torch
 from monai.transforms import LoadImaged
 
-from scripts.data.cases import DropSequencesd, StackSequencesd, group_cases
+from scripts.data.cases import DropSequencesd, StackSequencesd, group_cases, list_cases
 from scripts.data.datalist import build, main
+from scripts.data.modality import modality_in_name
 from scripts.errors import InputError
 from scripts.mome_plus import PLUS_MODALITIES
 
@@ -113,3 +114,75 @@ def test_the_datalist_cli_writes_cases_on_the_same_subject_splits(phantom_root: 
     with pytest.raises(SystemExit):
         main([*args, "--cases", "t1", "T1"])
     assert "expected distinct sequence names" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, sequence",
+    [
+        ("BraTS2021_00001_t1ce.nii.gz", "T1c"),
+        ("BraTS-GLI-00001-000-t2f.nii.gz", "FLAIR"),
+        ("FLAIR_preprocessed.nii.gz", "FLAIR"),
+        ("sub-01_ses-1_T1w.nii", "T1"),
+        ("brain_t1_gd.mha", "T1c"),
+        ("case_t2-flair.nii.gz", "FLAIR"),
+        ("seg.nii.gz", None),
+        ("x_adc.nii.gz", None),
+    ],
+)
+def test_a_file_name_states_its_sequence(name: str, sequence: str | None) -> None:
+    assert modality_in_name(name) == sequence
+
+
+def test_a_name_stating_two_sequences_is_refused() -> None:
+    with pytest.raises(InputError, match="t1_to_flair.nii.gz: its name names FLAIR and T1"):
+        modality_in_name("t1_to_flair.nii.gz")
+
+
+def _touch(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")  # list_cases reads names only; the cohort checks each file in its turn
+    return folder
+
+
+def test_case_folders_and_a_case_csv_are_listed_with_their_first_sequence(tmp_path: Path) -> None:
+    root = tmp_path / "cases"
+    _touch(root / "a", "a_flair.nii.gz", "a_t1.nii.gz", "a_seg.nii.gz", "notes.txt")
+    _touch(root / "b", "b_dwi.nii.gz")
+    _touch(root / ".hidden", "x_t1.nii.gz")
+    (tmp_path / "t2.nii.gz").write_bytes(b"")
+    table = tmp_path / "cases.csv"
+    table.write_text("Case,t2f,T1w,label\nc1,,t2.nii.gz,\nc2,/abs/flair.nii.gz,t2.nii.gz,seg.nii.gz\n")
+    a, b, c1, c2 = list_cases([root, table], PLUS_MODALITIES)
+    assert a["case"] == "a" and a["sequences"] == ["T1", "FLAIR"] and a["reference"] == "T1"
+    assert a["image"] == a["T1"] == str(root / "a" / "a_t1.nii.gz")
+    assert a["ignored"] == ["a_seg.nii.gz (no sequence in its name)"]
+    assert "none of the sequences" in b["error"] and "b_dwi.nii.gz (DWI" in b["error"]
+    assert c1["sequences"] == ["T1"] and c1["T1"] == str(tmp_path / "t2.nii.gz")
+    assert c2["sequences"] == ["FLAIR", "T1"] and c2["image"] == "/abs/flair.nii.gz"  # CSV column order
+    assert list_cases(root / "a", PLUS_MODALITIES)[0]["case"] == "a"  # one case folder
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("case,FLIAR\nc1,x.nii.gz\n", "unknown modality 'FLIAR' in the header"),
+        ("case,flair,t2f\nc1,x.nii.gz,y.nii.gz\n", "two columns for FLAIR"),
+        ("case,DWI\nc1,x.nii.gz\n", "no column for any of T1, T1c, T2, FLAIR"),
+        ("case,FLAIR\nc1,x.nii.gz\nc1,y.nii.gz\n", "two cases are named 'c1'"),
+        ("case,FLAIR\n../up,x.nii.gz\n", "a case name is a plain file name"),
+        ("case,FLAIR\n", "no rows"),
+    ],
+)
+def test_bad_case_csvs_are_refused(tmp_path: Path, content: str, message: str) -> None:
+    table = tmp_path / "cases.csv"
+    table.write_text(content)
+    with pytest.raises(InputError, match=message):
+        list_cases(table, PLUS_MODALITIES)
+
+
+def test_a_folder_without_cases_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no images .* in it or in its sub-folders"):
+        list_cases(_touch(tmp_path / "empty", "readme.txt"), PLUS_MODALITIES)
+    with pytest.raises(InputError, match="MoME\\+ reads cases, not single images"):
+        list_cases(tmp_path / "missing.nii.gz", PLUS_MODALITIES)

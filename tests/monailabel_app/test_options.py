@@ -49,7 +49,7 @@ def test_knobs_are_parsed_into_the_types_the_bundle_checks(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
-        ({"models": "spleen_ct_segmentation"}, "serves one model"),
+        ({"models": "spleen_ct_segmentation"}, "expected mome, mome_plus"),
         ({"registr": "false"}, "unknown --conf key"),
         ({"register": "maybe"}, "--conf register"),
         ({"preset": "huge"}, "--conf preset"),

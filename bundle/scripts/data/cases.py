@@ -9,6 +9,7 @@ on the first present sequence's grid as K channels (zeros where a sequence is mi
 
 from __future__ import annotations
 
+import csv
 import itertools
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
@@ -17,14 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform, ResampleToMatch
 
 from scripts.data.datalist import read_json
-from scripts.data.modality import canonical_modality
+from scripts.data.modality import canonical_modality, modality_in_name
 from scripts.errors import InputError
-from scripts.io import AFFINE_TOLERANCE, check_image, check_label
+from scripts.io import AFFINE_TOLERANCE, SUFFIXES, check_image, check_label, has_image_suffix
 
-__all__ = ["DropSequencesd", "StackSequencesd", "group_cases", "load_cases"]
+__all__ = ["DropSequencesd", "StackSequencesd", "case_name_formatter", "group_cases", "list_cases", "load_cases"]
 
 _COPIED = ("dataset", "subject", "lesion_type", "label_values")
 
@@ -96,6 +98,124 @@ def load_cases(path: str | Path, split: str, sequences: Sequence[str]) -> list[d
     return items
 
 
+def list_cases(inputs: str | Path | Sequence[str | Path], sequences: Sequence[str]) -> list[dict]:
+    """Inference cases, one dict each: ``{"case": name, "image": reference file, <sequence>: file, ...,
+    "sequences": [given, in order], "reference": sequence}``; the reference (the first given sequence) is the grid
+    the label is written on. Inputs: a case folder (its image files, each file's sequence from its name), a folder
+    of case folders, or a CSV with a ``case`` column and one column per sequence (``T1,T1c,T2,FLAIR``, synonyms
+    allowed; an empty cell is a missing sequence; paths relative to the CSV).
+
+    Files are not read here. A case that cannot run (two files of one sequence, none of the model's sequences) is
+    kept with an ``error`` the cohort writes as its row, so the other cases still run."""
+    cases: list[dict] = []
+    for entry in [inputs] if isinstance(inputs, (str, Path)) else inputs:
+        path = Path(entry)
+        if path.is_file() and path.suffix.lower() == ".csv":
+            cases += _cases_from_csv(path, sequences)
+        elif path.is_dir():
+            if _images(path):
+                cases.append(_case_from_folder(path, sequences))
+            else:
+                folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+                folders = [f for f in folders if _images(f)]
+                if not folders:
+                    raise InputError(
+                        f"{path}: no images ({', '.join(SUFFIXES)}) in it or in its sub-folders; give a case folder, "
+                        "a folder of case folders or a CSV with one column per sequence"
+                    )
+                cases += [_case_from_folder(f, sequences) for f in folders]
+        else:
+            raise InputError(f"input case folder or CSV not found: {path} (MoME+ reads cases, not single images)")
+    seen: dict[str, str] = {}
+    for case in cases:
+        where = case.get("image", case["case"])
+        if Path(case["case"]).name != case["case"] or case["case"] in ("", ".", ".."):
+            raise InputError(f"case name {case['case']!r} ({where}): a case name is a plain file name, no folders")
+        if case["case"] in seen:
+            raise InputError(
+                f"two cases are named {case['case']!r} ({seen[case['case']]} and {where}): their outputs would "
+                "overwrite each other; give each case its own name"
+            )
+        seen[case["case"]] = where
+    return cases
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and has_image_suffix(p))
+
+
+def _case_from_folder(folder: Path, sequences: Sequence[str]) -> dict:
+    case: dict[str, Any] = {"case": folder.name}
+    files: dict[str, Path] = {}
+    ignored: list[str] = []
+    try:
+        for image in _images(folder):
+            sequence = modality_in_name(image.name)
+            if sequence not in sequences:
+                why = "no sequence in its name" if sequence is None else f"{sequence}, not one of this model's"
+                ignored.append(f"{image.name} ({why})")
+            elif sequence in files:
+                raise InputError(
+                    f"case folder {folder}: two {sequence} images, {files[sequence].name} and {image.name}; keep one "
+                    "(a case has one image per sequence)"
+                )
+            else:
+                files[sequence] = image
+    except InputError as e:
+        return case | {"error": str(e)}
+    return _finish(case, [(s, files[s]) for s in sequences if s in files], sequences, f"case folder {folder}", ignored)
+
+
+def _finish(case: dict, given: list[tuple[str, Path]], sequences: Sequence[str], where: str, ignored=()) -> dict:
+    if ignored:
+        case["ignored"] = list(ignored)
+    if not given:
+        found = f" (found {', '.join(ignored)})" if ignored else ""
+        return case | {"error": f"{where}: none of the sequences {', '.join(sequences)}{found}: nothing to segment"}
+    case |= {s: str(p) for s, p in given}
+    return case | {"image": str(given[0][1]), "sequences": [s for s, _ in given], "reference": given[0][0]}
+
+
+_CSV_OTHER = ("case", "subject", "label")
+
+
+def _cases_from_csv(path: Path, sequences: Sequence[str]) -> list[dict]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = [c.strip() for c in reader.fieldnames or [] if c]
+        columns: dict[str, str] = {}  # column -> sequence
+        for column in header:
+            if column.lower() in _CSV_OTHER:
+                continue
+            try:
+                sequence = canonical_modality(column, where=f"the header of {path}")
+            except InputError as e:
+                raise InputError(f"{e}; the other columns a case CSV may have: {', '.join(_CSV_OTHER)}") from None
+            if sequence in columns.values():
+                raise InputError(f"{path}: two columns for {sequence} ({column} and another); keep one")
+            columns[column] = sequence
+        used = [c for c, s in columns.items() if s in sequences]
+        if not used:
+            raise InputError(
+                f"{path}: no column for any of {', '.join(sequences)} (header {header or 'empty'}); one column per "
+                "sequence, a row per case"
+            )
+        cases = []
+        for n, raw in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+            lower = {k.lower(): v for k, v in row.items()}
+            name = lower.get("case") or lower.get("subject") or f"case{n - 1:03d}"
+            given = []
+            for column in used:  # the CSV's column order: the first given sequence is the reference
+                if row.get(column):
+                    p = Path(row[column])
+                    given.append((columns[column], p if p.is_absolute() else path.parent / p))
+            cases.append(_finish({"case": name}, given, sequences, f"{path} line {n} (case {name})"))
+    if not cases:
+        raise InputError(f"{path}: no rows")
+    return cases
+
+
 def _world_box(image: torch.Tensor) -> np.ndarray:
     """(2, 3) min / max world coordinates of a MetaTensor's voxel-centre corners."""
     shape = np.asarray(image.shape[1:4]) - 1
@@ -107,14 +227,25 @@ def _world_box(image: torch.Tensor) -> np.ndarray:
 
 class StackSequencesd(MapTransform):
     """The loaded sequences of a case (MetaTensors, channel first, keys as in ``sequences``; absent keys are missing
-    sequences) as one K-channel ``output_key`` on the grid of the first present one, with ``available`` (K,).
+    sequences) as one K-channel ``output_key`` on the grid of the reference, with ``available`` (K,).
 
-    A sequence on another grid is resampled onto it; one whose field of view does not overlap it is refused with a
-    message naming both files, as is a case with no sequence at all."""
+    The reference is the sequence named by the item's ``reference`` (inference: the first given), else the first
+    present one; the output carries its meta data and transform trace, so ``Invertd`` returns a prediction to the
+    reference's own grid. A sequence on another grid is resampled onto it; one whose field of view does not overlap
+    it is refused with a message naming both files, as is a case with no sequence at all. The item's ``case`` (its
+    name) goes into the output's meta data, where :func:`case_name_formatter` names the saved label by it."""
 
-    def __init__(self, sequences: Sequence[str], output_key: str = "image", available_key: str = "available") -> None:
+    def __init__(
+        self,
+        sequences: Sequence[str],
+        output_key: str = "image",
+        available_key: str = "available",
+        reference_key: str = "reference",
+        case_key: str = "case",
+    ) -> None:
         super().__init__(list(sequences), allow_missing_keys=True)
         self.sequences, self.output_key, self.available_key = tuple(sequences), output_key, available_key
+        self.reference_key, self.case_key = reference_key, case_key
         self.resample = ResampleToMatch(mode="bilinear")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
@@ -122,12 +253,13 @@ class StackSequencesd(MapTransform):
         present = [s for s in self.sequences if s in d]
         if not present:
             raise InputError(f"a case with none of the sequences {', '.join(self.sequences)}: nothing to segment")
-        ref = d[present[0]]
+        reference = d.get(self.reference_key) if d.get(self.reference_key) in present else present[0]
+        ref = d[reference]
         ref_box = _world_box(ref)
         channels = []
         for s in self.sequences:
             if s not in d:
-                channels.append(torch.zeros_like(ref[:1]))
+                channels.append(torch.zeros(ref.shape[1:], dtype=ref.dtype)[None])
                 continue
             img = d.pop(s)
             if img.shape[0] != 1:
@@ -141,10 +273,24 @@ class StackSequencesd(MapTransform):
                         "co-registered images of one subject"
                     )
                 img = self.resample(img, img_dst=ref)
-            channels.append(img[:1].to(ref.dtype))
-        d[self.output_key] = torch.cat(channels, dim=0)
+            channels.append(img[:1].as_tensor().to(ref.dtype) if isinstance(img, MetaTensor) else img[:1].to(ref.dtype))
+        meta = dict(ref.meta)
+        if self.case_key in d:
+            meta[self.case_key] = str(d[self.case_key])
+        stacked = MetaTensor(torch.cat(channels, dim=0), meta=meta, applied_operations=list(ref.applied_operations))
+        d[self.output_key] = stacked
         d[self.available_key] = torch.tensor([float(s in present) for s in self.sequences])
         return d
+
+
+def case_name_formatter(metadict: Mapping, saver: Any) -> dict:
+    """``SaveImage``'s ``output_name_formatter`` for cases: ``<case>_seg.nii.gz`` rather than the reference file's
+    name (every case folder may hold a ``FLAIR.nii.gz``); MONAI's default where no case is named."""
+    from monai.data.folder_layout import default_name_formatter
+
+    if metadict and metadict.get("case"):
+        return {"subject": str(metadict["case"]), "idx": None}
+    return default_name_formatter(metadict, saver)
 
 
 def _name(image: torch.Tensor) -> str:

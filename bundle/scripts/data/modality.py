@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from scripts.errors import InputError
+from scripts.io import strip_suffix
 from scripts.mome import MODALITIES
 
 #: Index of a sample whose modality is not known: it trains the fused output only.
@@ -39,3 +41,40 @@ def modality_index(name: str | None, modalities: Sequence[str] = MODALITIES, whe
     """Expert index of ``name`` in ``modalities``; :data:`UNKNOWN` for unknown or for a modality without expert."""
     canonical = canonical_modality(name, where)
     return modalities.index(canonical) if canonical in modalities else UNKNOWN
+
+
+def modality_in_name(name: str) -> str | None:
+    """The sequence a file name states (``case7_t1ce.nii.gz``, ``BraTS-GLI-0001-000-t2f.nii.gz``,
+    ``FLAIR_preprocessed.nii.gz``): the whole stem or one of its ``_``/``-``/``.``-separated words; ``None`` when no
+    word is a sequence (``seg.nii.gz``). Words naming two sequences (``t1_to_flair.nii.gz``) are an error: guessing
+    would feed one sequence to another's expert."""
+    stem = strip_suffix(name).lower()
+    if stem in _LOOKUP:
+        return _LOOKUP[stem]
+    words = [w for w in stem.replace("-", "_").replace(".", "_").split("_") if w]
+    pairs = {f"{a}{sep}{b}" for a, b in zip(words, words[1:], strict=False) for sep in ("-", "")}  # t2-flair, t1gd
+    found = {_LOOKUP[p] for p in pairs if p in _LOOKUP} or {_LOOKUP[w] for w in words if w in _LOOKUP}
+    if len(found) > 1:
+        raise InputError(f"{name}: its name names {' and '.join(sorted(found))}; rename it to state one sequence")
+    return found.pop() if found else None
+
+
+def subject_in_name(name: str) -> str:
+    """A file's name without its sequence word: what names the subject when a folder holds several subjects'
+    sequences side by side (``BraTS2021_00001_flair.nii.gz`` -> ``BraTS2021_00001``, ``sub-01_T1w.nii`` ->
+    ``sub-01``); ``""`` when the name is the sequence alone (``FLAIR.nii.gz``)."""
+    stem = strip_suffix(name)
+    sequence = modality_in_name(name)
+    if sequence is None:
+        return stem
+    words = [w for w in re.split(r"[_\-.]", stem.lower()) if w]
+    pairs = [
+        (a, b)
+        for a, b in zip(words, words[1:], strict=False)
+        if sequence in (_LOOKUP.get(f"{a}-{b}"), _LOOKUP.get(a + b))
+    ]
+    spelled = [re.escape(a) + r"[_\-.]?" + re.escape(b) for a, b in pairs] or [
+        re.escape(w) for w in words if _LOOKUP.get(w) == sequence
+    ]
+    stem = re.sub(r"(^|[_\-.])(" + spelled[0] + r")(?=$|[_\-.])", "", stem, count=1, flags=re.IGNORECASE)
+    return stem.strip("_-. ")
