@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -10,7 +11,7 @@ import pytest
 import torch
 from monai.transforms import LoadImaged
 
-from scripts.data.cases import DropSequencesd, StackSequencesd, group_cases, list_cases
+from scripts.data.cases import DropSequencesd, FixedSubsetd, StackSequencesd, group_cases, list_cases, load_cases
 from scripts.data.datalist import build, main
 from scripts.data.modality import modality_in_name
 from scripts.errors import InputError
@@ -97,6 +98,36 @@ def test_dropout_keeps_a_non_empty_subset_of_the_present_sequences() -> None:
     assert len(seen) == 7  # all 2^3 - 1 subsets of the three present sequences
     only_all = DropSequencesd(prior=lambda subset: float(len(subset) == 3))
     assert only_all(sample)["available"].tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_validation_keeps_one_fixed_subset_per_case() -> None:
+    image = torch.arange(1.0, 5.0)[:, None, None, None].expand(4, 2, 2, 2).clone()
+    kept = {}
+    for n in range(40):
+        label = f"/d/sub{n}/Masks/seg.nii.gz"
+        sample = {"image": image, "available": torch.tensor([1.0, 1.0, 1.0, 1.0]), "label": label}
+        first, again = FixedSubsetd()(sample), FixedSubsetd()(sample)
+        assert torch.equal(first["available"], again["available"]) and first["available"].sum() >= 1
+        assert torch.equal(first["image"][first["available"] == 0], torch.zeros_like(image[first["available"] == 0]))
+        kept[n] = tuple(first["available"].tolist())
+    assert len(set(kept.values())) >= 8  # cases are spread over the 15 subsets, not all on one
+
+
+def test_a_case_is_on_its_labels_grid_and_a_label_on_no_sequences_grid_is_refused(tmp_path: Path) -> None:
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    _write(tmp_path / "t1.nii.gz", np.random.default_rng(0).random((8, 8, 8)) + 1, coarse)  # another grid
+    _write(tmp_path / "flair.nii.gz", np.random.default_rng(1).random((16, 16, 16)) + 1, np.eye(4))
+    _write(tmp_path / "seg.nii.gz", np.zeros((16, 16, 16)), np.eye(4))  # on the FLAIR grid
+    case = {"T1": "t1.nii.gz", "FLAIR": "flair.nii.gz", "label": "seg.nii.gz", "available": [1, 0, 0, 1]}
+    path = tmp_path / "datalist_cases.json"
+    path.write_text(json.dumps({"sequences": list(PLUS_MODALITIES), "training": [case]}))
+    (item,) = load_cases(path, "training", PLUS_MODALITIES)
+    assert item["reference"] == "FLAIR"
+    loaded = LoadImaged([*PLUS_MODALITIES, "label"], ensure_channel_first=True, allow_missing_keys=True)(item)
+    assert StackSequencesd(PLUS_MODALITIES)(loaded)["image"].shape == (4, 16, 16, 16)
+    _write(tmp_path / "seg.nii.gz", np.zeros((12, 12, 12)), np.eye(4))
+    with pytest.raises(InputError, match="seg.nii.gz .* is on the grid of none of its sequences"):
+        load_cases(path, "training", PLUS_MODALITIES)
 
 
 def test_the_datalist_cli_writes_cases_on_the_same_subject_splits(phantom_root: Path, tmp_path: Path, capsys) -> None:

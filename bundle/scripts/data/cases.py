@@ -3,14 +3,15 @@
 :func:`group_cases` turns the datalist's one-item-per-image entries into one item per (dataset, subject): a key per
 sequence the model knows (``"T1": path, "FLAIR": path``), the subject's one label and ``available``. MONAI's
 ``LoadImaged(keys=sequences, allow_missing_keys=True)`` then loads what is there, :class:`StackSequencesd` puts it
-on the first present sequence's grid as K channels (zeros where a sequence is missing) and
-:class:`DropSequencesd` hides a random non-empty subset of the present sequences during training.
+on one grid (the label's in training, the first given sequence's in inference) as K channels (zeros where a sequence
+is missing) and :class:`DropSequencesd` hides a random non-empty subset of the present sequences during training.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import zlib
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +27,10 @@ from scripts.data.modality import canonical_modality, modality_in_name
 from scripts.errors import InputError
 from scripts.io import AFFINE_TOLERANCE, SUFFIXES, check_image, check_label, has_image_suffix
 
-__all__ = ["DropSequencesd", "StackSequencesd", "case_name_formatter", "group_cases", "list_cases", "load_cases"]
+__all__ = [
+    "DropSequencesd", "FixedSubsetd", "StackSequencesd", "case_name_formatter",
+    "group_cases", "list_cases", "load_cases",
+]  # fmt: skip
 
 _COPIED = ("dataset", "subject", "lesion_type", "label_values")
 
@@ -90,12 +94,21 @@ def load_cases(path: str | Path, split: str, sequences: Sequence[str]) -> list[d
         if missing or not any(s in case for s in sequences):
             raise InputError(f"{path}: case {n} of '{split}' needs a label, 'available' and a sequence: {case}")
         item = {**case, **{k: str(path.parent / case[k]) for k in (*sequences, "label") if k in case}}
-        present = [item[s] for s in sequences if s in item]
-        check_label(item["label"], check_image(present[0]))  # the label is on the first sequence's grid
-        for other in present[1:]:
-            check_image(other)
-        items.append(item)
+        infos = {s: check_image(item[s]) for s in sequences if s in item}
+        label = check_label(item["label"])
+        # the case's grid is the label's: the first sequence on it (the others are resampled onto it)
+        on_grid = [s for s, info in infos.items() if _same_grid(label, info)]
+        if not on_grid:
+            raise InputError(
+                f"{path}: case {n} of '{split}': its label {label.name} {label.shape} is on the grid of none of its "
+                f"sequences ({', '.join(f'{s} {i.name} {i.shape}' for s, i in infos.items())}); resample it onto one"
+            )
+        items.append(item | {"reference": on_grid[0]})
     return items
+
+
+def _same_grid(a, b) -> bool:
+    return a.shape == b.shape and np.allclose(a.affine, b.affine, atol=AFFINE_TOLERANCE)
 
 
 def list_cases(inputs: str | Path | Sequence[str | Path], sequences: Sequence[str]) -> list[dict]:
@@ -298,10 +311,42 @@ def _name(image: torch.Tensor) -> str:
     return Path(str(meta.get("filename_or_obj", "a sequence"))).name
 
 
+class FixedSubsetd(MapTransform):
+    """Validation's counterpart of :class:`DropSequencesd`: each case keeps one non-empty subset of its present
+    sequences, always the same one (chosen by a hash of its ``name_key`` file), so that the validation split
+    covers the missing-sequence combinations and the best checkpoint is chosen on them, run after run."""
+
+    def __init__(self, image_key: str = "image", available_key: str = "available", name_key: str = "label") -> None:
+        super().__init__([image_key])
+        self.image_key, self.available_key, self.name_key = image_key, available_key, name_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        present = [k for k, a in enumerate(d[self.available_key].tolist()) if a > 0]
+        subsets = [s for n in range(1, len(present) + 1) for s in itertools.combinations(present, n)]
+        name = d.get(self.name_key)
+        meta = getattr(name, "meta", None)
+        key = str(meta.get("filename_or_obj")) if meta else str(name)
+        # the file's last three path parts: stable across machines, distinct where every subject's label has one
+        # name (WMH's <subject>/wmh.nii.gz, MSSEG's <patient>/Masks/Consensus.nii.gz)
+        keep = subsets[zlib.crc32("/".join(Path(key).parts[-3:]).encode()) % len(subsets)]
+        return _keep(d, keep, self.image_key, self.available_key)
+
+
+def _keep(d: dict, keep: Sequence[int], image_key: str, available_key: str) -> dict:
+    """``d`` with only the ``keep`` channels available; the others zeroed."""
+    available = torch.zeros_like(d[available_key])
+    available[list(keep)] = 1.0
+    image = d[image_key].clone()
+    image[available == 0] = 0
+    d[image_key], d[available_key] = image, available
+    return d
+
+
 class DropSequencesd(RandomizableTransform):
     """Training's sequence dropout: keep a random non-empty subset of the present sequences (uniform over those
     subsets, or weighted by ``prior(kept)``, ``kept`` the tuple of kept channel indices) and zero the others'
-    channels. Validation sees every present sequence."""
+    channels. Validation keeps a fixed subset per case (:class:`FixedSubsetd`)."""
 
     def __init__(self, image_key: str = "image", available_key: str = "available", prior=None) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
@@ -313,9 +358,4 @@ class DropSequencesd(RandomizableTransform):
         subsets = [s for n in range(1, len(present) + 1) for s in itertools.combinations(present, n)]
         weights = np.ones(len(subsets)) if self.prior is None else np.array([self.prior(s) for s in subsets], float)
         keep = subsets[self.R.choice(len(subsets), p=weights / weights.sum())]
-        available = torch.zeros_like(d[self.available_key])
-        available[list(keep)] = 1.0
-        image = d[self.image_key].clone()
-        image[available == 0] = 0
-        d[self.image_key], d[self.available_key] = image, available
-        return d
+        return _keep(d, keep, self.image_key, self.available_key)
