@@ -66,7 +66,8 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 
 class SplitOutputsd(MapTransform):
     """Network output -> ``pred`` (class probabilities), ``experts`` (per-expert probabilities, ``K*C`` channels) and
-    ``gate_usage`` (in network space, inside the brain: image != 0); a plain tensor (one U-Net) gives ``pred`` alone."""
+    ``gate_usage`` (in network space, inside the brain: any channel != 0); a plain tensor (one U-Net) gives ``pred``
+    alone."""
 
     def __init__(self, keys: str = "pred", image_key: str = "image", num_experts: int = len(MODALITIES)) -> None:
         super().__init__(keys)
@@ -84,7 +85,7 @@ class SplitOutputsd(MapTransform):
                 experts = _plain(out["experts"]).unflatten(0, (k, -1))
                 # a MetaTensor, so that Invertd takes the image's transforms for it too
                 d["experts"] = MetaTensor(torch.softmax(experts, 1).flatten(0, 1))
-            d["gate_usage"] = gate_usage(_plain(out["gate"]), _plain(d[self.image_key])[0] != 0, k)
+            d["gate_usage"] = gate_usage(_plain(out["gate"]), (_plain(d[self.image_key]) != 0).any(0), k)
         return d
 
 

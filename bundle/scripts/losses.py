@@ -132,14 +132,15 @@ def prepare_plus_batch(
     """Ignite ``prepare_batch`` for MoME+ training: ``(image, {"label", "available"}, (), {"available": ...})``;
     MONAI's trainer passes the last dict on to the inferer, and so to ``MoMEPlus.forward``."""
     image, label, _, kwargs_ = prepare_plus_eval_batch(batchdata, device, non_blocking, **kwargs)
-    return image, {"label": label, "available": kwargs_["available"]}, (), kwargs_
+    return _plain(image), {"label": _plain(label), "available": kwargs_["available"]}, (), kwargs_
 
 
 def prepare_plus_eval_batch(
     batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, torch.Tensor]]:
-    """The evaluator's: ``(image, label, (), {"available": ...})`` (its metrics read the label as a tensor)."""
-    image = _plain(batchdata["image"]).to(device=device, non_blocking=non_blocking, **kwargs)
-    label = _plain(batchdata["label"]).to(device=device, non_blocking=non_blocking, **kwargs)
+    """The evaluator's: ``(image, label, (), {"available": ...})``. Image and label stay MetaTensors, as with
+    MONAI's default: evaluation's ``Invertd`` reads their transform trace from the evaluator's output."""
+    image = batchdata["image"].to(device=device, non_blocking=non_blocking, **kwargs)
+    label = batchdata["label"].to(device=device, non_blocking=non_blocking, **kwargs)
     available = torch.as_tensor(_plain(batchdata["available"])).float().to(device=device)
     return image, label, (), {"available": available}

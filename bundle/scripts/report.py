@@ -129,7 +129,7 @@ class Uncertaintyd(MapTransform):
         if not isinstance(out, Mapping) or "experts" not in out:
             return d
         u = disagreement_map(_plain(out["experts"]), self.num_classes)
-        brain = _plain(d[self.image_key])[0] != 0
+        brain = (_plain(d[self.image_key]) != 0).any(0)  # MoME+: any sequence of the case
         d["uncertainty_score"] = float(u[brain].mean()) if bool(brain.any()) else float(u.mean())
         # 0.001 nats is resolution enough for a map, and the file then compresses about twice as fast
         d["uncertainty"] = MetaTensor(torch.round(u, decimals=3)[None].float())

@@ -28,7 +28,7 @@ from scripts.errors import InputError
 from scripts.io import AFFINE_TOLERANCE, SUFFIXES, check_image, check_label, has_image_suffix
 
 __all__ = [
-    "DropSequencesd", "FixedSubsetd", "StackSequencesd", "case_name_formatter",
+    "DropSequencesd", "FixedSubsetd", "KeepSequencesd", "StackSequencesd", "case_name_formatter",
     "group_cases", "list_cases", "load_cases",
 ]  # fmt: skip
 
@@ -74,9 +74,17 @@ def group_cases(items: Sequence[Mapping[str, Any]], sequences: Sequence[str]) ->
     return cases, skipped
 
 
-def load_cases(path: str | Path, split: str, sequences: Sequence[str]) -> list[dict]:
+def load_cases(path: str | Path, split: str, sequences: Sequence[str], keep: Sequence[str] | None = None) -> list[dict]:
     """One split of a case datalist (``datalist --cases``), paths made absolute, every file's header checked: its
-    sequences must be the model's, in its order (a datalist made for another model is refused, not reordered)."""
+    sequences must be the model's, in its order (a datalist made for another model is refused, not reordered).
+
+    Each item gets ``reference`` (the sequence on the label's grid), ``image`` (that file: the case's name in the
+    evaluation's tables) and ``modality`` (the sequences it is segmented from, ``T1+FLAIR``). With ``keep`` (an
+    evaluation of one availability combination) only cases that have every one of those sequences are listed, to
+    be segmented from those alone (:class:`KeepSequencesd`)."""
+    keep = None if keep is None else [canonical_modality(s, where="--eval_sequences") for s in keep]
+    if keep is not None and (not keep or any(s not in sequences for s in keep)):
+        raise InputError(f"--eval_sequences {keep}: expected a non-empty subset of {', '.join(sequences)}")
     path = Path(path)
     content = read_json(path, "python -m scripts.data.datalist --cases " + " ".join(sequences))
     if content.get("sequences") != list(sequences):
@@ -103,7 +111,10 @@ def load_cases(path: str | Path, split: str, sequences: Sequence[str]) -> list[d
                 f"{path}: case {n} of '{split}': its label {label.name} {label.shape} is on the grid of none of its "
                 f"sequences ({', '.join(f'{s} {i.name} {i.shape}' for s, i in infos.items())}); resample it onto one"
             )
-        items.append(item | {"reference": on_grid[0]})
+        if keep is not None and not all(s in infos for s in keep):
+            continue
+        used = [s for s in sequences if s in infos and (keep is None or s in keep)]
+        items.append(item | {"reference": on_grid[0], "image": item[on_grid[0]], "modality": "+".join(used)})
     return items
 
 
@@ -309,6 +320,32 @@ def case_name_formatter(metadict: Mapping, saver: Any) -> dict:
 def _name(image: torch.Tensor) -> str:
     meta = getattr(image, "meta", {}) or {}
     return Path(str(meta.get("filename_or_obj", "a sequence"))).name
+
+
+class KeepSequencesd(MapTransform):
+    """An evaluation's availability combination: only ``keep`` (sequence names) stay available, the other channels
+    are zeroed; ``None`` keeps every present sequence."""
+
+    def __init__(
+        self,
+        sequences: Sequence[str],
+        keep: Sequence[str] | None,
+        image_key: str = "image",
+        available_key: str = "available",
+    ) -> None:
+        super().__init__([image_key])
+        self.sequences, self.keep = tuple(sequences), None if keep is None else tuple(keep)
+        self.image_key, self.available_key = image_key, available_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        if self.keep is None:
+            return d
+        present = d[self.available_key].tolist()
+        keep = [k for k, s in enumerate(self.sequences) if s in self.keep and present[k] > 0]
+        if len(keep) != len(self.keep):
+            raise InputError(f"a case without all of {', '.join(self.keep)} was given to their evaluation")
+        return _keep(d, keep, self.image_key, self.available_key)
 
 
 class FixedSubsetd(MapTransform):
