@@ -3,9 +3,11 @@ train), by the bundle's evaluation (train.json + train_plus.json + evaluate.json
 
 Each combination is one evaluation of the cases that have all of its sequences, segmented from those alone; the
 table is Dice by combination and lesion type (the mean over cases, computed by the evaluation), with the heatmap
-beside the JSON. Not yet here: the zero-filled multi-channel U-Net and the single-sequence MoME at equal budget.
+beside the JSON. ``--baseline`` adds the zero-filled multi-channel U-Net (train_plus_baseline.json) on the same
+cases and combinations. Not yet here: the single-sequence MoME on the same cases.
 
-    python benchmarks/bench_plus.py --weights MODEL_PLUS.pt [--subjects 3] [--json OUT] [--smoke]
+    python benchmarks/bench_plus.py --weights MODEL_PLUS.pt [--baseline ZERO_FILL_UNET.pt] [--subjects 3]
+        [--json OUT] [--smoke]
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ def cases(work: Path, subjects: int, seed: int, profiles: tuple[str, ...], seque
     return data
 
 
-def evaluate(weights: Path, data: Path, keep: list[str], out: Path) -> dict:
+def evaluate(weights: Path, data: Path, keep: list[str], out: Path, configs: list[str] = CONFIGS) -> dict:
     run_bundle(
-        CONFIGS,
+        configs,
         log=out.with_suffix(".log"),
         dataset_dir=str(data),
         ckpt_dir=str(weights.resolve().parent),
@@ -85,6 +87,7 @@ def heatmap(table: dict[str, dict[str, float]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, required=True, help="a MoME+ model.pt (train_plus.json)")
+    parser.add_argument("--baseline", type=Path, help="a zero-filled U-Net zero_fill_unet.pt, same cases")
     parser.add_argument("--subjects", type=int, default=3, help="phantom subjects per dataset (seed 0), all tested")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--smoke", action="store_true")
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
     by_type: dict[str, dict[str, float]] = {}
     n_cases: dict[str, int] = {}
     average: dict[str, float] = {}
+    baseline: dict[str, float] = {}
+    baseline_configs = [*CONFIGS[:2], "train_plus_baseline.json", *CONFIGS[2:]]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = cases(work, subjects, 0, SMOKE_PROFILES if args.smoke else PROFILES, sequences)
@@ -107,6 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
             n_cases[name] = summary["n_cases"]
             average[name] = summary["average"]["case_level"]
             print(f"{name:<20} {n_cases[name]:>3} cases  Dice {average[name]:.3f}  {by_type[name]}", flush=True)
+            if args.baseline:
+                out = work / f"baseline_{name}"
+                baseline[name] = evaluate(args.baseline, data, keep, out, baseline_configs)["average"]["case_level"]
+                print(f"{'':<20} zero-filled U-Net Dice {baseline[name]:.3f}", flush=True)
     one = [c for c in by_type if "+" not in c]
     result = {
         "machine": machine(),
@@ -119,6 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
         "one_sequence_mean": sum(average[c] for c in one) / len(one) if one else None,
         "all_sequences": average.get("+".join(sequences)),
     }
+    if args.baseline:
+        result["baseline"] = {"weights": str(args.baseline), "case_level_dice": baseline}
+        result["baseline"]["one_sequence_mean"] = sum(baseline[c] for c in one) / len(one) if one else None
+        result["mean_over_combinations"] = {
+            "mome_plus": sum(average.values()) / len(average),
+            "zero_fill_unet": sum(baseline.values()) / len(baseline),
+        }
     if args.json:
         heatmap(by_type, args.json.with_name("plus_heatmap.png"))
         write_results(args.json, result)

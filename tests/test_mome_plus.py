@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scripts.losses import MoMEPlusLoss
-from scripts.mome_plus import Dispatch, MoMEPlus, all_masks, draw_masks
+from scripts.mome_plus import Dispatch, MoMEPlus, ZeroFillUNet, all_masks, draw_masks
 
 SHAPE = (2, 4, 32, 32, 32)  # two cases of the four BraTS sequences, the small preset's smallest size
 
@@ -152,3 +152,16 @@ def test_a_sliding_window_over_one_case_passes_its_mask_to_every_window() -> Non
         again = sliding_window_inference(noisy, (32, 32, 32), 4, model, overlap=0.5, available=available)
     assert windows.shape == (1, 2, 32, 32, 64)
     torch.testing.assert_close(windows, again, rtol=0, atol=0)
+
+
+def test_zero_fill_baseline_ignores_what_missing_channels_hold() -> None:
+    torch.manual_seed(0)
+    net = ZeroFillUNet("small").eval()
+    x = torch.randn(2, 4, 32, 32, 32)
+    available = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    noisy = x.clone()
+    noisy[available == 0] = torch.randn_like(noisy[available == 0]) * 100
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, available), net(noisy, available), rtol=0, atol=0)
+        assert net(x, available).shape == (2, 2, 32, 32, 32)
+        assert not torch.equal(net(x, available), net(x))  # the mask is applied: all present differs

@@ -135,6 +135,15 @@ def prepare_plus_batch(
     return _plain(image), {"label": _plain(label), "available": kwargs_["available"]}, (), kwargs_
 
 
+def prepare_plus_label_batch(
+    batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, torch.Tensor]]:
+    """Ignite ``prepare_batch`` for the zero-filled U-Net baseline: ``(image, label, (), {"available": ...})``
+    as plain tensors (its loss takes the label alone; the network zeroes the missing channels)."""
+    image, label, _, kwargs_ = prepare_plus_eval_batch(batchdata, device, non_blocking, **kwargs)
+    return _plain(image), _plain(label), (), kwargs_
+
+
 def prepare_plus_eval_batch(
     batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
 ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, torch.Tensor]]:

@@ -22,7 +22,7 @@ from torch import nn
 
 from scripts.mome import MODALITIES, PRESETS, MoME, UNet, build_unet
 
-__all__ = ["PLUS_MODALITIES", "Dispatch", "MoMEPlus", "all_masks", "draw_masks"]
+__all__ = ["PLUS_MODALITIES", "Dispatch", "MoMEPlus", "ZeroFillUNet", "all_masks", "draw_masks"]
 
 #: The published MoME+ experts: the four BraTS sequences (DWI is never acquired with them there).
 PLUS_MODALITIES: tuple[str, ...] = MODALITIES[:4]
@@ -148,3 +148,27 @@ class MoMEPlus(MoME):
             logits = torch.cat([e[0] for e in experts], dim=1)
             return {"logits": fused[0], "gate": weights[0], "experts": logits}
         return fused[0]
+
+
+class ZeroFillUNet(nn.Module):
+    """The baseline MoME+ is measured against: one nnU-Net U-Net on the K channels with missing sequences
+    zero-filled, which is what a multi-channel model does without a dispatch network. ``available`` only zeroes the
+    missing channels; the arguments are MoME+'s, so the same configs build either."""
+
+    def __init__(
+        self,
+        preset: str = "small",
+        modalities: Sequence[str] = PLUS_MODALITIES,
+        num_classes: int = 2,
+        gate_activation: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.modalities, self.num_classes = tuple(modalities), num_classes
+        self.unet = build_unet(len(self.modalities), num_classes, preset)
+        self.num_levels = len(self.unet.decoder.stages)
+
+    def forward(self, x: torch.Tensor, available: torch.Tensor | None = None, with_aux: bool = False):
+        if available is not None:
+            mask = torch.as_tensor(available, device=x.device).to(x.dtype).reshape(-1, len(self.modalities))
+            x = x * mask.expand(x.shape[0], -1)[:, :, None, None, None]
+        return self.unet(x)

@@ -1,5 +1,6 @@
 """The MoME+ availability benchmark's harness (smoke: one BraTS phantom, two of the 15 combinations) on an untrained
-small MoME+: every combination is evaluated from its own sequences alone and lands in the table and the heatmap."""
+small MoME+ and zero-filled U-Net: every combination is evaluated from its own sequences alone and lands in the
+table and the heatmap."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks.bench_plus import combinations, main
-from scripts.mome_plus import PLUS_MODALITIES, MoMEPlus
+from scripts.mome_plus import PLUS_MODALITIES, MoMEPlus, ZeroFillUNet
 from scripts.record import KEY
 
 
@@ -28,8 +29,11 @@ def test_smoke_run_fills_the_table_and_the_heatmap(tmp_path: Path) -> None:
               "patch_size": [32, 32, 32]}  # fmt: skip
     weights = tmp_path / "model_plus.pt"
     torch.save({"model": MoMEPlus("small").state_dict(), KEY: record}, weights)
+    baseline = tmp_path / "zero_fill_unet.pt"
+    torch.save({"model": ZeroFillUNet("small").state_dict(), KEY: {**record, "network": "ZeroFillUNet"}}, baseline)
     out = tmp_path / "bench" / "plus.json"
-    result = main(["--weights", str(weights), "--smoke", "--json", str(out)])
+    result = main(["--weights", str(weights), "--baseline", str(baseline), "--smoke", "--json", str(out)])
+    assert set(result["baseline"]["case_level_dice"]) == set(result["case_level_dice"])
     assert set(result["dice_by_lesion_type"]) == {"T1c+T2+FLAIR", "T1+T1c+T2+FLAIR"}
     assert all(0 <= d <= 1 for r in result["dice_by_lesion_type"].values() for d in r.values())
     assert result["n_cases"] == {"T1c+T2+FLAIR": 1, "T1+T1c+T2+FLAIR": 1}

@@ -11,7 +11,7 @@ import torch
 from scripts.data.cases import load_cases
 from scripts.data.datalist import main as datalist_main
 from scripts.errors import InputError
-from scripts.mome_plus import PLUS_MODALITIES, MoMEPlus
+from scripts.mome_plus import PLUS_MODALITIES, MoMEPlus, ZeroFillUNet
 
 from .test_workflows import workflow
 
@@ -39,6 +39,19 @@ def test_train_plus_runs_with_sequence_dropout_and_saves_a_mome_plus(cases: Path
     model.load_state_dict(state["model"], strict=True)
     trained = torch.load(ckpt / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert trained["trainer"]["iteration"] == 2
+
+
+@pytest.mark.slow
+def test_the_zero_fill_baseline_trains_on_the_same_cases(cases: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "models"
+    configs = ["train.json", "train_plus.json", "train_plus_baseline.json"]
+    wf = workflow(configs, dataset_dir=str(cases), ckpt_dir=str(ckpt), val_interval=1)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    state = torch.load(ckpt / "zero_fill_unet.pt", map_location="cpu", weights_only=True)
+    assert state["mome"]["network"] == "ZeroFillUNet"
+    ZeroFillUNet("small").load_state_dict(state["model"], strict=True)
 
 
 def test_a_case_datalist_for_other_sequences_is_refused(cases: Path) -> None:
