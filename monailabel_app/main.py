@@ -31,7 +31,7 @@ from monailabel_app.lib.bundle import bundle_module
 from monailabel_app.lib.cases import resolve_case
 from monailabel_app.lib.datastore import CheckedDatastore
 from monailabel_app.lib.dicomweb import MRDICOMwebDatastore, dicomweb_datastore
-from monailabel_app.lib.errors import conflict, is_volume_error, not_found, unprocessable
+from monailabel_app.lib.errors import conflict, input_error, not_found, unprocessable
 from monailabel_app.lib.infer import MoMEInferTask, MoMEPlusInferTask, how_to_get_weights
 from monailabel_app.lib.options import LABELS, MODEL_NAME, PLUS_MODEL_NAME, AppOptions
 from monailabel_app.lib.scoring import ExpertDisagreementScoring
@@ -172,7 +172,7 @@ class MoMEApp(MONAILabelApp):
         model = request.get("model")
         if model not in self._infers:
             raise not_found(f"unknown model {model!r}; this server serves {', '.join(self._infers)}")
-        image = request.get("image")
+        image, path = request.get("image"), None
         if isinstance(image, str):
             # an uploaded file arrives as MONAI Label's temporary copy; anything else must be a datastore id
             path = image if upload else (datastore or self.datastore()).get_image_uri(check_id(image))
@@ -197,8 +197,8 @@ class MoMEApp(MONAILabelApp):
         try:
             result = super().infer(request, datastore)
         except Exception as e:
-            if is_volume_error(e):  # raised by LoadVolumed where the pipeline reads the voxels
-                raise unprocessable(f"cannot segment this image: {e}") from e
+            if (bad := input_error(e)) is not None:  # raised where the pipeline reads the voxels or stacks a case
+                raise unprocessable(f"cannot segment this image: {bad}") from e
             raise
         if model == PLUS_MODEL_NAME:  # which of the datastore's images made the label
             result.setdefault("params", {})["case"] = {"name": request["case"]["name"], **request["case"]["images"]}
@@ -250,5 +250,5 @@ class MoMEApp(MONAILabelApp):
         # MONAI Label asks this before starting any background task: an unknown model is refused here, with a
         # 404, instead of failing later in a subprocess
         if model is not None and model not in self._trainers and model not in self._infers:
-            raise not_found(f"unknown model {model!r}; this server serves {MODEL_NAME}")
+            raise not_found(f"unknown model {model!r}; this server serves {', '.join(self.options.models)}")
         return super().bundle_path(model)

@@ -28,7 +28,7 @@ from monai.data import Dataset, decollate_batch, list_data_collate
 
 from scripts.atomic import atomic_path, save_json
 from scripts.data.modality import canonical_modality
-from scripts.errors import InputError
+from scripts.errors import InputError, input_error_in
 from scripts.io import SUFFIXES, check_image, has_image_suffix
 from scripts.report import REPORT_POSTFIX, output_stem, report_path
 
@@ -251,7 +251,7 @@ class CohortRunner:
             return self.postprocessing(item)["report"]
         except Exception as e:  # one scan's failure is its row; the cohort goes on
             logger.debug("scan failed", exc_info=True)
-            e = _input_error(e)
+            e = input_error_in(e) or e
             why = " ".join(str(e).split()) or type(e).__name__
             error = why if isinstance(e, InputError) else f"{type(e).__name__}: {why}"
             image = str(Path(scan["image"]).resolve()) if "image" in scan else None
@@ -291,17 +291,6 @@ class CohortRunner:
         save_json(summary, self.output_dir / "cohort_summary.json")
         logger.info(f"cohort: {summary['status']} -> {self.output_dir / 'cohort.csv'}")
         return summary | {"errors": [r.get("error") for r in reports if r.get("status") != "ok"]}
-
-
-def _input_error(error: BaseException) -> BaseException:
-    """The :class:`InputError` behind ``error`` (MONAI's ``Compose`` wraps a transform's in a RuntimeError that
-    names only the transform), else ``error``."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, InputError):
-            return cause
-        cause = cause.__cause__ or cause.__context__
-    return error
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

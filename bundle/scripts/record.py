@@ -19,6 +19,12 @@ FIELDS = (
     "network", "preset", "modalities", "num_classes", "gate_activation",
     "spacing", "register", "normalization", "patch_size",
 )  # fmt: skip
+#: What to run for weights of another network than the config builds.
+NETWORK_CONFIGS = {
+    "MoME": "use configs/inference.json (one image of any sequence)",
+    "MoMEPlus": "use configs/inference.json with configs/inference_plus.json (cases of several sequences)",
+    "ZeroFillUNet": "evaluate it with configs/train_plus_baseline.json before evaluate.json and evaluate_plus.json",
+}
 #: z-score over the brain (non-zero voxels) or the whole crop box (the reference's plan: the official weights').
 NORMALIZATIONS = ("brain", "box")
 
@@ -84,6 +90,11 @@ def check(path: str | Path | None, record: Mapping | None, **knobs: Any) -> bool
     """Every knob given agrees with the record of the weights at ``path``; refuses naming both values."""
     if not record:
         return True
+    if "network" in knobs and "network" in record and knobs["network"] != record["network"]:
+        raise InputError(
+            f"{path} holds {record['network']} weights and this config builds a {knobs['network']}: "
+            + NETWORK_CONFIGS.get(str(record["network"]), "use the configs the weights were trained with")
+        )
     wrong = [f"--{k} {v!r} (the weights say {record[k]!r})" for k, v in knobs.items()
              if k in record and not _same(v, record[k])]  # fmt: skip
     if wrong:

@@ -15,7 +15,8 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 
 from monailabel_app.lib.bundle import bundle_module
-from monailabel_app.lib.errors import unprocessable
+from monailabel_app.lib.dicomweb import MRDICOMwebDatastore
+from monailabel_app.lib.errors import conflict, unprocessable
 from monailabel_app.lib.options import AppOptions
 
 __all__ = ["identity", "resolve_case"]
@@ -47,14 +48,15 @@ def resolve_case(
     not one of the model's, or two images of the subject claim one sequence."""
     if not isinstance(image, str) or not path:
         raise unprocessable("MoME+ segments an image of the datastore (its id) or an uploaded image file")
+    if isinstance(store, MRDICOMwebDatastore) and not upload:  # listing siblings would download every series
+        raise conflict("MoME+ does not read cases from a PACS yet: segment the series with model mome")
     try:
-        if upload:
-            info = {"modality": request.get("modality")} if request.get("modality") else {}
-            subject, sequence = identity(Path(upload).name, info, options)
-            name, siblings = "upload", {}
+        if upload:  # MONAI Label's temporary name says nothing: the request must
+            modality = bundle_module(options.bundle, "scripts.data.modality")
+            sequence = modality.canonical_modality(request.get("modality"), where="the upload's 'modality'")
+            subject = ""
         else:
             subject, sequence = identity(Path(path).name, store.get_image_info(image) or {}, options)
-            name, siblings = subject or image, _siblings(store, image, subject, options)
     except ValueError as e:  # a name or an info that states two sequences, or an unknown modality name
         raise unprocessable(str(e)) from e
     if sequence is None:
@@ -65,6 +67,7 @@ def resolve_case(
         )
     if sequence not in modalities:
         raise unprocessable(f"image {image} is {sequence}; MoME+ here segments cases of {', '.join(modalities)}")
+    name, siblings = ("upload", {}) if upload else (subject or image, _siblings(store, image, subject, options))
     sequences = {sequence: path}
     owners = {sequence: image}
     for other, (other_sequence, other_path) in sorted(siblings.items()):

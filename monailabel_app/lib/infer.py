@@ -195,8 +195,19 @@ class MoMEInferTask(BundleInferTask):
         return result_file, result_json
 
     # --- the app's own queries ----------------------------------------------------------------------------------
+    #: the ``network`` a served file's record must name (a file without one is taken by its tensor shapes)
+    NETWORK = "MoME"
+
     def weights(self) -> ServedWeights | None:
-        return served_weights(self.options.weight_candidates, self.options.bundle)
+        weights = served_weights(self.options.weight_candidates, self.options.bundle)
+        network = weights.record.get("network") if weights else None
+        if network not in (None, self.NETWORK):
+            other = "weights_plus" if network == "MoMEPlus" else "weights"
+            raise ValueError(
+                f"{weights.path} holds {network} weights, not {self.NETWORK}: model {self.options.model} cannot serve "
+                f"them" + (f" (give them as --conf {other})" if network in ("MoME", "MoMEPlus") else "")
+            )
+        return weights
 
     def info(self) -> dict[str, Any]:
         info = super().info()
@@ -252,6 +263,7 @@ class MoMEPlusInferTask(MoMEInferTask):
     sequences (``available``), so every sliding window of the case knows them."""
 
     OVERLAYS = ("inference_plus.json",)
+    NETWORK = "MoMEPlus"
 
     def __init__(self, options: AppOptions, conf: dict[str, Any] | None = None) -> None:
         super().__init__(options, conf, extend_load_image=False)

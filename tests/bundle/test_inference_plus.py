@@ -64,7 +64,7 @@ def test_cases_from_folders_and_a_csv_get_labels_on_their_first_sequence(
     subject: dict[str, Path], weights: Path, tmp_path: Path
 ) -> None:
     cases = tmp_path / "cases"
-    _link(cases / "full", subject)
+    _link(cases / "full.v1", subject)  # a dot in a case's name stays in its outputs' names
     _link(cases / "flair_t2", {s: subject[s] for s in ("FLAIR", "T2")})
     # T1 on a coarser, shifted grid of the same space: resampled onto the case's first sequence
     t1 = nib.load(subject["T1"])
@@ -95,7 +95,7 @@ def test_cases_from_folders_and_a_csv_get_labels_on_their_first_sequence(
         wf.run()
     assert "3 of 7 scans failed" in _chain(err.value)
     rows = _rows(out)
-    assert set(rows) == {"full", "flair_t2", "resampled", "dwi_only", "two_flairs", "apart", "from_csv"}
+    assert set(rows) == {"full.v1", "flair_t2", "resampled", "dwi_only", "two_flairs", "apart", "from_csv"}
     assert "none of the sequences T1, T1c, T2, FLAIR" in rows["dwi_only"]["error"]
     assert (
         "case_dwi.nii.gz (DWI, not one of this model's), seg.nii.gz (no sequence in its name)"
@@ -104,7 +104,7 @@ def test_cases_from_folders_and_a_csv_get_labels_on_their_first_sequence(
     assert "two FLAIR images" in rows["two_flairs"]["error"] and "sub_flair.nii.gz" in rows["two_flairs"]["error"]
     assert "FLAIR.nii.gz does not overlap T1.nii.gz in space" in rows["apart"]["error"]
     expected = {
-        "full": ("T1", "T1+T1c+T2+FLAIR"),
+        "full.v1": ("T1", "T1+T1c+T2+FLAIR"),
         "flair_t2": ("T2", "T2+FLAIR"),
         "resampled": ("T1", "T1+FLAIR"),
         "from_csv": ("FLAIR", "FLAIR+T1"),
@@ -135,4 +135,4 @@ def test_single_sequence_inference_refuses_mome_plus_weights(subject: dict[str, 
                   output_dir=str(tmp_path / "out"), ckpt_path=str(weights / "model_plus.pt"))  # fmt: skip
     with pytest.raises(Exception) as err:
         wf.initialize()
-    assert "--network 'MoME' (the weights say 'MoMEPlus')" in _chain(err.value)
+    assert "holds MoMEPlus weights and this config builds a MoME: use configs/inference.json with" in _chain(err.value)

@@ -33,11 +33,11 @@ def test_train_plus_runs_with_sequence_dropout_and_saves_a_mome_plus(cases: Path
     assert isinstance(wf.parser.get_parsed_content("network_def"), MoMEPlus)
     wf.run()
     wf.finalize()
-    state = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
+    state = torch.load(ckpt / "model_plus.pt", map_location="cpu", weights_only=True)
     assert state["mome"]["network"] == "MoMEPlus" and state["mome"]["modalities"] == list(PLUS_MODALITIES)
     model = MoMEPlus("small")
     model.load_state_dict(state["model"], strict=True)
-    trained = torch.load(ckpt / "checkpoint.pt", map_location="cpu", weights_only=False)
+    trained = torch.load(ckpt / "checkpoint_plus.pt", map_location="cpu", weights_only=False)
     assert trained["trainer"]["iteration"] == 2
 
 

@@ -11,7 +11,15 @@ import pytest
 import torch
 from monai.transforms import LoadImaged
 
-from scripts.data.cases import DropSequencesd, FixedSubsetd, StackSequencesd, group_cases, list_cases, load_cases
+from scripts.data.cases import (
+    DropSequencesd,
+    FixedSubsetd,
+    KeepSequencesd,
+    StackSequencesd,
+    group_cases,
+    list_cases,
+    load_cases,
+)
 from scripts.data.datalist import build, main
 from scripts.data.modality import modality_in_name
 from scripts.errors import InputError
@@ -98,6 +106,18 @@ def test_dropout_keeps_a_non_empty_subset_of_the_present_sequences() -> None:
     assert len(seen) == 7  # all 2^3 - 1 subsets of the three present sequences
     only_all = DropSequencesd(prior=lambda subset: float(len(subset) == 3))
     assert only_all(sample)["available"].tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_an_evaluation_keeps_the_named_sequences_by_any_spelling() -> None:
+    image = torch.arange(1.0, 5.0)[:, None, None, None].expand(4, 2, 2, 2).clone()
+    sample = {"image": image, "available": torch.ones(4)}
+    out = KeepSequencesd(PLUS_MODALITIES, ["t1ce", "flair", "FLAIR"])(sample)
+    assert out["available"].tolist() == [0, 1, 0, 1] and (out["image"][0] == 0).all() and (out["image"][1] == 2).all()
+    with pytest.raises(InputError, match="got a case without T2"):
+        KeepSequencesd(PLUS_MODALITIES, ["T2"])({"image": image, "available": torch.tensor([1.0, 1.0, 0.0, 1.0])})
+    with pytest.raises(InputError, match="expected a non-empty subset"):
+        KeepSequencesd(PLUS_MODALITIES, ["DWI"])
+    assert KeepSequencesd(PLUS_MODALITIES, None)(sample)["available"].tolist() == [1, 1, 1, 1]
 
 
 def test_validation_keeps_one_fixed_subset_per_case() -> None:
@@ -215,5 +235,8 @@ def test_bad_case_csvs_are_refused(tmp_path: Path, content: str, message: str) -
 def test_a_folder_without_cases_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no images .* in it or in its sub-folders"):
         list_cases(_touch(tmp_path / "empty", "readme.txt"), PLUS_MODALITIES)
-    with pytest.raises(InputError, match="MoME\\+ reads cases, not single images"):
+    with pytest.raises(InputError, match="input case folder or CSV not found"):
         list_cases(tmp_path / "missing.nii.gz", PLUS_MODALITIES)
+    (tmp_path / "one_flair.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="is one image: MoME\\+ reads cases"):
+        list_cases(tmp_path / "one_flair.nii.gz", PLUS_MODALITIES)

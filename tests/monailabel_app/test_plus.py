@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from scripts.mome import MoME
 from scripts.mome_plus import PLUS_MODALITIES, MoMEPlus
 from scripts.record import KEY
 
@@ -77,4 +78,26 @@ def test_a_request_segments_the_case_on_the_requested_image(cases, plus_conf, cl
         res = client.post("/infer/mome_plus?image=sub1_t1")
         assert res.status_code == 422, res.text
         assert "two FLAIR images in the datastore, sub1_flair and sub1_t2f" in res.json()["detail"]
+        t1 = nib.load(cases / "sub1_t1.nii.gz")  # sub4: a T1 far from its FLAIR
+        shifted = t1.affine.copy()
+        shifted[0, 3] += 500
+        nib.save(nib.Nifti1Image(np.asarray(t1.dataobj), shifted), tmp_path / "sub4_t1.nii.gz")
+        for name, source in (("sub4_t1", tmp_path / "sub4_t1.nii.gz"), ("sub4_flair", cases / "sub1_flair.nii.gz")):
+            with source.open("rb") as f:
+                res = client.put(f"/datastore/image?image={name}", files={"file": (f"{name}.nii.gz", f)})
+            assert res.status_code == 200, res.text
+        res = client.post("/infer/mome_plus?image=sub4_flair")
+        assert res.status_code == 422, res.text
+        assert "does not overlap" in res.json()["detail"]
         assert client.get("/info/").status_code == 200  # still serving
+
+
+def test_weights_of_the_other_model_are_refused_not_served(cases, plus_conf, client_factory, tmp_path) -> None:
+    torch.manual_seed(0)
+    wrong = tmp_path / "mome.pt"
+    torch.save({"model": MoME("small").state_dict(), KEY: {"network": "MoME", "preset": "small"}}, wrong)
+    with client_factory(cases, {**plus_conf, "weights_plus": str(wrong)}) as client:
+        model = client.get("/info/").json()["models"]["mome_plus"]
+        assert model["ready"] is False and "holds MoME weights, not MoMEPlus" in model["message"]
+        res = client.post("/infer/mome_plus?image=sub1_flair")
+        assert res.status_code == 409 and "give them as --conf weights" in res.json()["detail"]

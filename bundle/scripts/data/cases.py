@@ -82,7 +82,7 @@ def load_cases(path: str | Path, split: str, sequences: Sequence[str], keep: Seq
     evaluation's tables) and ``modality`` (the sequences it is segmented from, ``T1+FLAIR``). With ``keep`` (an
     evaluation of one availability combination) only cases that have every one of those sequences are listed, to
     be segmented from those alone (:class:`KeepSequencesd`)."""
-    keep = None if keep is None else [canonical_modality(s, where="--eval_sequences") for s in keep]
+    keep = None if keep is None else list(dict.fromkeys(canonical_modality(s, where="--eval_sequences") for s in keep))
     if keep is not None and (not keep or any(s not in sequences for s in keep)):
         raise InputError(f"--eval_sequences {keep}: expected a non-empty subset of {', '.join(sequences)}")
     path = Path(path)
@@ -148,8 +148,13 @@ def list_cases(inputs: str | Path | Sequence[str | Path], sequences: Sequence[st
                         "a folder of case folders or a CSV with one column per sequence"
                     )
                 cases += [_case_from_folder(f, sequences) for f in folders]
+        elif path.is_file():
+            raise InputError(
+                f"{path} is one image: MoME+ reads cases (a case folder, a folder of them, or a CSV with one column "
+                "per sequence); one image alone is a case folder holding it, or inference.json's single-image model"
+            )
         else:
-            raise InputError(f"input case folder or CSV not found: {path} (MoME+ reads cases, not single images)")
+            raise InputError(f"input case folder or CSV not found: {path}")
     seen: dict[str, str] = {}
     for case in cases:
         where = case.get("image", case["case"])
@@ -312,8 +317,8 @@ def case_name_formatter(metadict: Mapping, saver: Any) -> dict:
     name (every case folder may hold a ``FLAIR.nii.gz``); MONAI's default where no case is named."""
     from monai.data.folder_layout import default_name_formatter
 
-    if metadict and metadict.get("case"):
-        return {"subject": str(metadict["case"]), "idx": None}
+    if metadict and metadict.get("case"):  # with a suffix: MONAI strips one, and a case may have a dot in its name
+        return {"subject": f"{metadict['case']}.nii.gz", "idx": None}
     return default_name_formatter(metadict, saver)
 
 
@@ -334,7 +339,10 @@ class KeepSequencesd(MapTransform):
         available_key: str = "available",
     ) -> None:
         super().__init__([image_key])
-        self.sequences, self.keep = tuple(sequences), None if keep is None else tuple(keep)
+        names = None if keep is None else [canonical_modality(s, where="--eval_sequences") for s in keep]
+        self.sequences, self.keep = tuple(sequences), None if names is None else tuple(dict.fromkeys(names))
+        if self.keep is not None and (not self.keep or any(s not in self.sequences for s in self.keep)):
+            raise InputError(f"--eval_sequences {list(keep)}: expected a non-empty subset of {', '.join(sequences)}")
         self.image_key, self.available_key = image_key, available_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
@@ -344,7 +352,8 @@ class KeepSequencesd(MapTransform):
         present = d[self.available_key].tolist()
         keep = [k for k, s in enumerate(self.sequences) if s in self.keep and present[k] > 0]
         if len(keep) != len(self.keep):
-            raise InputError(f"a case without all of {', '.join(self.keep)} was given to their evaluation")
+            missing = [s for s in self.keep if not present[self.sequences.index(s)]]
+            raise InputError(f"an evaluation from {', '.join(self.keep)} got a case without {', '.join(missing)}")
         return _keep(d, keep, self.image_key, self.available_key)
 
 
