@@ -31,7 +31,7 @@ from monailabel_app.lib.bundle import bundle_module
 from monailabel_app.lib.cases import resolve_case
 from monailabel_app.lib.datastore import CheckedDatastore
 from monailabel_app.lib.dicomweb import MRDICOMwebDatastore, dicomweb_datastore
-from monailabel_app.lib.errors import conflict, input_error, not_found, unprocessable
+from monailabel_app.lib.errors import conflict, not_found, unprocessable
 from monailabel_app.lib.infer import MoMEInferTask, MoMEPlusInferTask, how_to_get_weights
 from monailabel_app.lib.options import LABELS, MODEL_NAME, PLUS_MODEL_NAME, AppOptions
 from monailabel_app.lib.scoring import ExpertDisagreementScoring
@@ -197,7 +197,9 @@ class MoMEApp(MONAILabelApp):
         try:
             result = super().infer(request, datastore)
         except Exception as e:
-            if (bad := input_error(e)) is not None:  # raised where the pipeline reads the voxels or stacks a case
+            # bad input (scripts.io's VolumeError, scripts.errors' InputError), raised where the voxels are read or
+            # a case is stacked; found by class name, as MONAI Label re-imports the bundle's modules
+            if (bad := bundle_module(self.options.bundle, "scripts.errors").input_error_in(e)) is not None:
                 raise unprocessable(f"cannot segment this image: {bad}") from e
             raise
         if model == PLUS_MODEL_NAME:  # which of the datastore's images made the label

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
-__all__ = ["conflict", "input_error", "is_volume_error", "not_found", "unprocessable"]
+__all__ = ["conflict", "not_found", "unprocessable"]
 
 
 def not_found(message: str) -> HTTPException:
@@ -24,21 +24,3 @@ def conflict(message: str) -> HTTPException:
 def unprocessable(message: str) -> HTTPException:
     """422: the uploaded content is unusable (corrupt, wrong shape, 4D, unknown modality name)."""
     return HTTPException(status_code=422, detail=message)
-
-
-def is_volume_error(error: BaseException) -> bool:
-    """A ``scripts.io.VolumeError`` or ``scripts.errors.InputError`` (bad input, a 422) in ``error`` or its cause
-    chain, recognised by name: MONAI Label unloads and re-imports the bundle's ``scripts`` around its calls, so the
-    class raised may be a newer copy than one imported earlier."""
-    return input_error(error) is not None
-
-
-def input_error(error: BaseException | None) -> BaseException | None:
-    """The bad-input error in ``error``'s cause/context chain (see :func:`is_volume_error`), or ``None``."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if any(cls.__name__ in ("VolumeError", "InputError") for cls in type(error).__mro__):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
